@@ -1,0 +1,169 @@
+"""The REST face (DESIGN section 4b): thin routes over the service layer.
+
+Every error leaves as `{"detail": "...", "code": "..."}` with the status DESIGN fixes,
+including FastAPI's own request validation errors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gooseui.errors import GooseUIError
+from gooseui.models import NameIn, Project, User
+from gooseui.service import ProjectService
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    code: str
+
+
+def _service(request: Request) -> ProjectService:
+    return request.app.state.runtime.service
+
+
+Service = Annotated[ProjectService, Depends(_service)]
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+router = APIRouter()
+
+
+@router.get("/users", response_model=list[User], tags=["users"])
+async def list_users(service: Service) -> list[User]:
+    return service.list_users()
+
+
+@router.get(
+    "/users/{user_id}/projects",
+    response_model=list[Project],
+    tags=["projects"],
+    responses=_errors(404),
+)
+async def list_projects(user_id: str, service: Service) -> list[Project]:
+    """The user's projects, newest first."""
+    return await service.list_projects(user_id)
+
+
+@router.post(
+    "/users/{user_id}/projects",
+    response_model=Project,
+    status_code=201,
+    tags=["projects"],
+    responses=_errors(404, 409, 422),
+)
+async def create_project(user_id: str, body: NameIn, service: Service) -> Project:
+    """Create an inactive project; nothing is created in the cluster yet."""
+    return await service.create_project(user_id, body.name)
+
+
+@router.get(
+    "/users/{user_id}/projects/{project_id}",
+    response_model=Project,
+    tags=["projects"],
+    responses=_errors(404),
+)
+async def get_project(user_id: str, project_id: str, service: Service) -> Project:
+    return await service.get_project(user_id, project_id)
+
+
+@router.put(
+    "/users/{user_id}/projects/{project_id}",
+    response_model=Project,
+    tags=["projects"],
+    responses=_errors(404, 409, 422),
+)
+async def rename_project(user_id: str, project_id: str, body: NameIn, service: Service) -> Project:
+    return await service.rename_project(user_id, project_id, body.name)
+
+
+@router.delete(
+    "/users/{user_id}/projects/{project_id}",
+    status_code=204,
+    tags=["projects"],
+    responses=_errors(404, 409, 502, 503),
+)
+async def delete_project(user_id: str, project_id: str, service: Service) -> Response:
+    await service.delete_project(user_id, project_id)
+    return Response(status_code=204)
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """The process serves requests."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"], responses=_errors(503))
+async def readyz(request: Request) -> JSONResponse:
+    """MongoDB (and, with the lifecycle, the cluster) answer."""
+    ready, checks = await request.app.state.runtime.readiness()
+    if ready:
+        return JSONResponse({"status": "ready", "checks": checks})
+    failing = ", ".join(
+        f"{name}: {check.get('error')}" for name, check in checks.items() if not check["ok"]
+    )
+    return JSONResponse(
+        {"detail": f"Not ready: {failing}", "code": "NotReady", "checks": checks},
+        status_code=503,
+    )
+
+
+def _error(
+    status: int, detail: str, code: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        parts.append(f"{loc}: {error.get('msg')}" if loc else str(error.get("msg")))
+    return "Invalid request: " + "; ".join(parts)
+
+
+_CODES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "TooLarge",
+    415: "UnsupportedMediaType",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error a `{"detail", "code"}` body."""
+
+    async def service_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GooseUIError)
+        return _error(exc.status, exc.detail, exc.code)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return _error(422, _describe_validation(exc), "InvalidRequest")
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return _error(
+            exc.status_code,
+            str(exc.detail),
+            _CODES.get(exc.status_code, "HTTPError"),
+            getattr(exc, "headers", None),
+        )
+
+    app.add_exception_handler(GooseUIError, service_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,0 +1,192 @@
+"""Settings, read once from the environment.
+
+Names kept from the original plan (`KUBECONFIG`, `ACR_IMAGE`, `MONGO_URI`, ...) are read
+without a prefix; everything else carries `GOOSEUI_`. A bad value must stop the start with
+one line naming the variable, so `load_settings` turns pydantic's report into `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# `<prefix><uid>` must stay a DNS label (63 characters); project ids are 8 characters, so
+# `proj-<pid>-api` is always short enough.
+MAX_LABEL = 63
+
+DEMO_USERS = "alice:Alice Anders,bob:Bob Brenner,carol:Carol Chen"
+
+_UNPREFIXED = {
+    "kubeconfig": "KUBECONFIG",
+    "acr_image": "ACR_IMAGE",
+    "ingress_base_domain": "INGRESS_BASE_DOMAIN",
+    "namespace_prefix": "NAMESPACE_PREFIX",
+    "mongo_uri": "MONGO_URI",
+    "mongo_db": "MONGO_DB",
+    "projects_collection": "PROJECTS_COLLECTION",
+}
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message is one line that names the variable."""
+
+
+class User(BaseModel):
+    id: str
+    name: str
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return _UNPREFIXED.get(field, f"GOOSEUI_{field.upper()}")
+
+
+class Settings(BaseSettings):
+    """Everything the console can be told from outside (DESIGN section 2)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GOOSEUI_", case_sensitive=False, extra="ignore", populate_by_name=True
+    )
+
+    kubeconfig: str | None = Field(None, validation_alias=_env("KUBECONFIG"))
+    acr_image: str = Field("goose-api:latest", validation_alias=_env("ACR_IMAGE"), min_length=1)
+    ingress_base_domain: str | None = Field(None, validation_alias=_env("INGRESS_BASE_DOMAIN"))
+    namespace_prefix: str = Field("user-", validation_alias=_env("NAMESPACE_PREFIX"))
+    mongo_uri: str | None = Field(None, validation_alias=_env("MONGO_URI"))
+    mongo_db: str = Field("gooseui", validation_alias=_env("MONGO_DB"), min_length=1)
+    projects_collection: str = Field(
+        "projects", validation_alias=_env("PROJECTS_COLLECTION"), min_length=1
+    )
+
+    users: str = DEMO_USERS
+    goose_port: int = Field(3001, ge=1, le=65535)
+    endpoint_mode: Literal["auto", "service", "ingress", "proxy"] = "auto"
+    exposure: Literal["ingress", "httproute", "none"] = "ingress"
+    ingress_class: str = "nginx"
+    gateway_name: str | None = None
+    gateway_namespace: str | None = None
+    activation_timeout: float = Field(300.0, gt=0)
+    goose_env_secret: str | None = None
+    image_pull_secret: str | None = None
+    data_dir: Path = Path(".gooseui")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    log_format: Literal["console", "json"] = "console"
+    storage_secret: str | None = None
+
+    @field_validator("namespace_prefix")
+    @classmethod
+    def _prefix_is_label_start(cls, value: str) -> str:
+        if not value or not DNS_LABEL.match(value + "x") or len(value) > 40:
+            raise ValueError(
+                "must be lowercase letters, digits and '-', start with a letter or digit, "
+                "and be at most 40 characters"
+            )
+        return value
+
+    @field_validator(
+        "ingress_base_domain",
+        "mongo_uri",
+        "kubeconfig",
+        "gateway_name",
+        "gateway_namespace",
+        "goose_env_secret",
+        "image_pull_secret",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("users")
+    @classmethod
+    def _users_parse(cls, value: str) -> str:
+        parse_users(value)  # validated here so that a bad list stops the start
+        return value
+
+    def user_list(self) -> list[User]:
+        """The operators' users, in the order configured."""
+        return parse_users(self.users, prefix=self.namespace_prefix)
+
+    @property
+    def mongo_embedded(self) -> bool:
+        return self.mongo_uri is None
+
+
+def parse_users(value: str, prefix: str = "user-") -> list[User]:
+    """Parse `id:Name,id:Name` or the path of a YAML/JSON file.
+
+    A file holds either a list of `{id, name}` objects or a mapping of id to name.
+    """
+    text = value.strip()
+    if not text:
+        raise ValueError("no users given")
+    path = Path(text)
+    if path.suffix.lower() in {".yaml", ".yml", ".json"} or path.is_file():
+        if not path.is_file():
+            raise ValueError(f"file {text!r} does not exist")
+        raw = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(raw) if path.suffix.lower() == ".json" else yaml.safe_load(raw)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise ValueError(f"file {text!r} is not valid: {exc}".splitlines()[0]) from None
+        if isinstance(data, dict):
+            pairs = [(str(k), str(v)) for k, v in data.items()]
+        elif isinstance(data, list) and all(isinstance(i, dict) for i in data):
+            pairs = [(str(i.get("id", "")), str(i.get("name") or i.get("id", ""))) for i in data]
+        else:
+            raise ValueError(f"file {text!r} must hold a list of {{id, name}} or a mapping")
+    else:
+        pairs = []
+        for item in text.split(","):
+            if not item.strip():
+                continue
+            uid, sep, name = item.partition(":")
+            pairs.append((uid.strip(), (name if sep else uid).strip()))
+    users: list[User] = []
+    seen: set[str] = set()
+    for uid, name in pairs:
+        if not DNS_LABEL.match(uid) or len(prefix + uid) > MAX_LABEL:
+            raise ValueError(
+                f"user id {uid!r} must be a DNS-1123 label (lowercase letters, digits, '-') "
+                f"and short enough that {prefix!r} + id stays within {MAX_LABEL} characters"
+            )
+        if uid in seen:
+            raise ValueError(f"user id {uid!r} appears twice")
+        seen.add(uid)
+        users.append(User(id=uid, name=name or uid))
+    if not users:
+        raise ValueError("no users given")
+    return users
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning a validation failure into one readable line."""
+    try:
+        settings = Settings(**overrides)
+        settings.user_list()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        field = next(
+            (f for f, alias in _UNPREFIXED.items() if alias.lower() == field.lower()), field
+        )
+        message = error["msg"].removeprefix("Value error, ")
+        got = error.get("input")
+        shown = f" (got {got!r})" if isinstance(got, str | int | float) else ""
+        more = f"; {exc.error_count() - 1} more" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{env_name(field)}: {message}{shown}{more}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{env_name('users')}: {exc}") from None
+    return settings

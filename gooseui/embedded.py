@@ -1,0 +1,130 @@
+"""The embedded MongoDB-compatible database (SecantusDB) for machines without MongoDB.
+
+SecantusDB is GPL-2.0, so it only ever runs as a separate process that the console talks
+to over the MongoDB wire protocol; it is never imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import socket
+import sys
+import time
+from pathlib import Path
+
+from gooseui.logs import log
+
+logger = logging.getLogger("gooseui.embedded")
+
+INSTALL_HINT = (
+    "MONGO_URI is unset, so the console wants its embedded database, but SecantusDB is not "
+    "installed: run `uv sync` (it is a dev dependency), or `pip install 'gooseui[embedded]'`, "
+    "or set MONGO_URI to a MongoDB server."
+)
+
+
+class EmbeddedDatabaseError(RuntimeError):
+    """The embedded database could not be started."""
+
+
+def available() -> bool:
+    """Whether the SecantusDB server can be started (looked up, not imported)."""
+    return importlib.util.find_spec("secantus") is not None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedMongo:
+    """A SecantusDB child process on a free loopback port.
+
+    `storage` is a directory (kept across restarts) or ":memory:" for a throwaway server.
+    """
+
+    def __init__(self, storage: Path | str, *, log_file: Path | None = None) -> None:
+        self.storage = storage
+        self.log_file = log_file
+        self.port: int | None = None
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def uri(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the embedded database is not running")
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    async def start(self, wait_seconds: float = 30.0) -> str:
+        """Start the server and return its URI once it accepts connections."""
+        if not available():
+            raise EmbeddedDatabaseError(INSTALL_HINT)
+        if isinstance(self.storage, Path):
+            self.storage.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        self.port = _free_port()
+        out = self.log_file.open("ab") if self.log_file else asyncio.subprocess.DEVNULL
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "secantus",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--storage-path",
+                str(self.storage),
+                "--log-level",
+                "WARNING",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+            )
+        finally:
+            if self.log_file:
+                out.close()  # type: ignore[union-attr]
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            if self._process.returncode is not None:
+                raise EmbeddedDatabaseError(
+                    f"the embedded database exited with code {self._process.returncode} at start"
+                    + (f"; see {self.log_file}" if self.log_file else "")
+                )
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    await self.stop()
+                    raise EmbeddedDatabaseError(
+                        f"the embedded database did not answer within {wait_seconds:.0f} s"
+                    ) from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
+        log(
+            logger,
+            "embedded.started",
+            uri=self.uri,
+            storage=str(self.storage),
+            ms=round((time.perf_counter() - started) * 1000),
+        )
+        return self.uri
+
+    async def stop(self) -> None:
+        """Stop the server: politely first, then for good."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        log(logger, "embedded.stopped", storage=str(self.storage))

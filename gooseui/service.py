@@ -1,0 +1,141 @@
+"""The service layer: every rule about users and projects lives here.
+
+The REST routes and the NiceGUI pages are thin faces over `ProjectService`; neither holds
+a business rule, and this module knows nothing about either of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+import unicodedata
+
+from gooseui.config import DNS_LABEL, Settings, User
+from gooseui.errors import Conflict, Invalid, NotFound
+from gooseui.models import Project, Status
+from gooseui.store import DuplicateProjectId, ProjectStore, name_key, now
+
+logger = logging.getLogger("gooseui.service")
+
+MAX_NAME = 100
+
+
+def new_project_id() -> str:
+    """Eight lowercase base32 characters: a DNS label, 40 bits of randomness."""
+    return base64.b32encode(secrets.token_bytes(5)).decode("ascii").lower()
+
+
+def clean_name(raw: str) -> str:
+    """Trim a project name and check it, raising `Invalid` with the reason."""
+    name = raw.strip() if isinstance(raw, str) else ""
+    if not name:
+        raise Invalid("The project name must not be empty.", code="InvalidName")
+    if len(name) > MAX_NAME:
+        raise Invalid(
+            f"The project name must be at most {MAX_NAME} characters (it has {len(name)}).",
+            code="InvalidName",
+        )
+    if any(unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"} for c in name):
+        raise Invalid("The project name must not contain control characters.", code="InvalidName")
+    return name
+
+
+class ProjectService:
+    """Users and their projects."""
+
+    def __init__(self, settings: Settings, store: ProjectStore) -> None:
+        self.settings = settings
+        self.store = store
+        self._users = {user.id: user for user in settings.user_list()}
+
+    # users -----------------------------------------------------------------------------
+
+    def list_users(self) -> list[User]:
+        return list(self._users.values())
+
+    def get_user(self, user_id: str) -> User:
+        user = self._users.get(user_id)
+        if user is None:
+            raise NotFound(f"There is no user {user_id!r}.", code="UserNotFound")
+        return user
+
+    # projects --------------------------------------------------------------------------
+
+    def namespace_for(self, user_id: str) -> str:
+        return f"{self.settings.namespace_prefix}{user_id}"
+
+    async def list_projects(self, user_id: str) -> list[Project]:
+        """The user's projects, newest first."""
+        self.get_user(user_id)
+        return [Project.from_document(doc) for doc in await self.store.list(user_id)]
+
+    async def get_project(self, user_id: str, project_id: str) -> Project:
+        self.get_user(user_id)
+        doc = None
+        if DNS_LABEL.match(project_id):
+            doc = await self.store.get(user_id, project_id)
+        if doc is None:
+            raise NotFound(
+                f"User {user_id!r} has no project {project_id!r}.", code="ProjectNotFound"
+            )
+        return Project.from_document(doc)
+
+    async def create_project(self, user_id: str, name: str) -> Project:
+        """Record a new, inactive project; no cluster call is made."""
+        self.get_user(user_id)
+        name = clean_name(name)
+        for _attempt in range(3):
+            project_id = new_project_id()
+            moment = now()
+            doc = {
+                "user_id": user_id,
+                "project_id": project_id,
+                "name": name,
+                "name_key": name_key(name),
+                "namespace": self.namespace_for(user_id),
+                "deployment": f"proj-{project_id}-api",
+                "service": f"proj-{project_id}-api",
+                "ingress": None,
+                "status": str(Status.INACTIVE),
+                "status_reason": None,
+                "status_message": None,
+                "endpoint": None,
+                "goose_session_id": None,
+                "desired_replicas": 0,
+                "created_at": moment,
+                "updated_at": moment,
+                "last_activated_at": None,
+            }
+            try:
+                await self.store.insert(doc)
+            except DuplicateProjectId:
+                continue  # 40 random bits collided; draw again
+            return Project.from_document(doc)
+        raise Conflict("Could not allocate a project id; try again.", code="DuplicateProjectId")
+
+    async def rename_project(self, user_id: str, project_id: str, name: str) -> Project:
+        """Rename; the same name again is fine, a name another project has is not."""
+        current = await self.get_project(user_id, project_id)
+        name = clean_name(name)
+        doc = await self.store.rename(user_id, project_id, name, forbidden=[Status.DELETING])
+        if doc is None:
+            if current.status == Status.DELETING:
+                raise Conflict(f"Project {current.name!r} is being deleted.", code="InTransition")
+            await self.get_project(user_id, project_id)  # raises NotFound if it went away
+            raise Conflict(f"Project {current.name!r} is being deleted.", code="InTransition")
+        return Project.from_document(doc)
+
+    async def delete_project(self, user_id: str, project_id: str) -> None:
+        """Remove the project's record (its cluster objects arrive with the lifecycle)."""
+        current = await self.get_project(user_id, project_id)
+        if current.status.in_transition:
+            raise Conflict(
+                f"Project {current.name!r} is {current.status}; wait until it settles.",
+                code="InTransition",
+            )
+        if not await self.store.delete(user_id, project_id, [current.status]):
+            raise Conflict(
+                f"Project {current.name!r} changed while it was being deleted; try again.",
+                code="InTransition",
+            )

@@ -1,0 +1,240 @@
+"""The MongoDB repository of projects (DESIGN section 3).
+
+MongoDB is the source of truth. Uniqueness is left to unique indexes, not to a read before
+a write, so that concurrent creates cannot both win; every status change is a conditional
+update filtered on the expected current status, so that two requests cannot both start
+the same transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from gooseui.errors import Conflict, Unavailable
+from gooseui.logs import log
+from gooseui.models import Status
+
+logger = logging.getLogger("gooseui.store")
+
+Document = dict[str, Any]
+
+INDEXES: list[tuple[str, list[tuple[str, int]], bool]] = [
+    ("user_project", [("user_id", ASCENDING), ("project_id", ASCENDING)], True),
+    ("user_name", [("user_id", ASCENDING), ("name_key", ASCENDING)], True),
+    ("user_created", [("user_id", ASCENDING), ("created_at", DESCENDING)], False),
+]
+
+
+class DuplicateName(Conflict):
+    code = "DuplicateName"
+
+
+class DuplicateProjectId(Conflict):
+    code = "DuplicateProjectId"
+
+
+def now() -> datetime:
+    """The current UTC time at MongoDB's precision, so a stored time reads back equal."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def name_key(name: str) -> str:
+    """The form of a name that uniqueness is judged on: case-folded."""
+    return name.casefold()
+
+
+def create_client(uri: str) -> AsyncMongoClient[Document]:
+    """A client that returns aware UTC datetimes and gives up quickly on a dead server."""
+    return AsyncMongoClient(
+        uri, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, appname="gooseui"
+    )
+
+
+class ProjectStore:
+    """Project records in one collection."""
+
+    def __init__(self, client: AsyncMongoClient[Document], database: str, collection: str) -> None:
+        self._client = client
+        self._collection: AsyncCollection[Document] = client[database][collection]
+        self._indexes_ready = False
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def _guard(self, op: str) -> AsyncIterator[None]:
+        """Turn a lost connection into a 503 the operator can read, and make indexes first."""
+        try:
+            if not self._indexes_ready:
+                await self.ensure_indexes()
+            yield
+        except (DuplicateKeyError, Conflict):
+            raise
+        except PyMongoError as exc:
+            message = str(exc).split(",")[0][:300]
+            log(logger, "mongo.error", logging.WARNING, op=op, error=message)
+            raise Unavailable(
+                f"MongoDB is not answering ({message})", code="DatabaseUnavailable"
+            ) from exc
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes once; later calls return at once."""
+        async with self._lock:
+            if self._indexes_ready:
+                return
+            for name, keys, unique in INDEXES:
+                await self._collection.create_index(keys, name=name, unique=unique)
+            self._indexes_ready = True
+            log(logger, "mongo.indexes", collection=self._collection.full_name)
+
+    async def ping(self) -> None:
+        """Raise unless the server answers."""
+        try:
+            await self._client.admin.command("ping")
+        except PyMongoError as exc:
+            raise Unavailable(f"MongoDB is not answering ({exc})".split(",")[0]) from exc
+
+    def _logged(self, op: str, started: float, **fields: Any) -> None:
+        log(
+            logger,
+            "mongo.write",
+            op=op,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            **fields,
+        )
+
+    async def insert(self, doc: Document) -> Document:
+        """Insert a new project; a taken name or id raises a `Conflict`."""
+        started = time.perf_counter()
+        async with self._guard("insert"):
+            try:
+                await self._collection.insert_one(doc)
+            except DuplicateKeyError as exc:
+                self._logged(
+                    "insert",
+                    started,
+                    user_id=doc["user_id"],
+                    project_id=doc["project_id"],
+                    result="duplicate",
+                )
+                raise _duplicate(exc, doc.get("name", "")) from None
+        self._logged(
+            "insert",
+            started,
+            user_id=doc["user_id"],
+            project_id=doc["project_id"],
+            status=doc.get("status"),
+        )
+        return doc
+
+    async def get(self, user_id: str, project_id: str) -> Document | None:
+        async with self._guard("get"):
+            return await self._collection.find_one({"user_id": user_id, "project_id": project_id})
+
+    async def list(self, user_id: str) -> list[Document]:
+        """The user's projects, newest first."""
+        async with self._guard("list"):
+            cursor = self._collection.find({"user_id": user_id}).sort(
+                [("created_at", DESCENDING), ("_id", DESCENDING)]
+            )
+            return await cursor.to_list()
+
+    async def list_all(self) -> list[Document]:
+        async with self._guard("list_all"):
+            return await self._collection.find({}).to_list()
+
+    async def count(self, user_id: str) -> int:
+        async with self._guard("count"):
+            return await self._collection.count_documents({"user_id": user_id})
+
+    async def rename(
+        self, user_id: str, project_id: str, name: str, forbidden: Iterable[Status] = ()
+    ) -> Document | None:
+        """Rename unless the project is in one of the `forbidden` statuses.
+
+        Returns None when no project matched (missing, or in a forbidden status).
+        """
+        started = time.perf_counter()
+        query: Document = {"user_id": user_id, "project_id": project_id}
+        if forbidden:
+            query["status"] = {"$nin": [str(s) for s in forbidden]}
+        async with self._guard("rename"):
+            try:
+                doc = await self._collection.find_one_and_update(
+                    query,
+                    {"$set": {"name": name, "name_key": name_key(name), "updated_at": now()}},
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError as exc:
+                self._logged(
+                    "rename", started, user_id=user_id, project_id=project_id, result="duplicate"
+                )
+                raise _duplicate(exc, name) from None
+        self._logged(
+            "rename",
+            started,
+            user_id=user_id,
+            project_id=project_id,
+            result="ok" if doc else "no-match",
+        )
+        return doc
+
+    async def compare_and_set(
+        self, user_id: str, project_id: str, expected: Iterable[Status], changes: Document
+    ) -> Document | None:
+        """Apply `changes` only if the status is one of `expected`; None when it was not.
+
+        This is the single way a lifecycle transition is written.
+        """
+        started = time.perf_counter()
+        allowed = [str(s) for s in expected]
+        update = {**changes, "updated_at": now()}
+        async with self._guard("compare_and_set"):
+            doc = await self._collection.find_one_and_update(
+                {"user_id": user_id, "project_id": project_id, "status": {"$in": allowed}},
+                {"$set": update},
+                return_document=ReturnDocument.AFTER,
+            )
+        self._logged(
+            "compare_and_set",
+            started,
+            user_id=user_id,
+            project_id=project_id,
+            expected="|".join(allowed),
+            status=changes.get("status"),
+            result="ok" if doc else "no-match",
+        )
+        return doc
+
+    async def delete(self, user_id: str, project_id: str, expected: Iterable[Status]) -> bool:
+        """Remove the record if its status is one of `expected`."""
+        started = time.perf_counter()
+        allowed = [str(s) for s in expected]
+        async with self._guard("delete"):
+            result = await self._collection.delete_one(
+                {"user_id": user_id, "project_id": project_id, "status": {"$in": allowed}}
+            )
+        self._logged(
+            "delete",
+            started,
+            user_id=user_id,
+            project_id=project_id,
+            result="ok" if result.deleted_count else "no-match",
+        )
+        return bool(result.deleted_count)
+
+
+def _duplicate(exc: DuplicateKeyError, name: str) -> Conflict:
+    pattern = (exc.details or {}).get("keyPattern") or {}
+    if "name_key" in pattern or "user_name" in str(exc):
+        return DuplicateName(f"A project named {name!r} already exists for this user.")
+    return DuplicateProjectId("A project with this id already exists.")
