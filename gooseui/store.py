@@ -55,10 +55,16 @@ def name_key(name: str) -> str:
 
 
 def create_client(uri: str) -> AsyncMongoClient[Document]:
-    """A client that returns aware UTC datetimes and gives up quickly on a dead server."""
-    return AsyncMongoClient(
-        uri, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, appname="gooseui"
-    )
+    """A client that returns aware UTC datetimes and gives up quickly on a dead server.
+
+    Timeouts given in the URI win over these defaults (keyword arguments would override them).
+    """
+    options: dict[str, Any] = {"tz_aware": True, "appname": "gooseui"}
+    lowered = uri.lower()
+    for name, value in (("serverSelectionTimeoutMS", 5000), ("connectTimeoutMS", 5000)):
+        if name.lower() not in lowered:
+            options[name] = value
+    return AsyncMongoClient(uri, **options)
 
 
 class ProjectStore:

@@ -25,9 +25,11 @@ def page() -> None:
     shown: dict[str, list[Project] | str | None] = {"projects": None}
 
     with frame("Projects"):
-        select = ui.select(
-            {u.id: u.name for u in users}, value=users[0].id, label="User"
-        ).classes("w-64").mark("user-select")
+        select = (
+            ui.select({u.id: u.name for u in users}, value=users[0].id, label="User")
+            .classes("w-64")
+            .mark("user-select")
+        )
 
         @ui.refreshable
         def projects() -> None:

@@ -1,0 +1,210 @@
+"""The REST face, through the whole ASGI app, against a real MongoDB-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+import pytest
+from nicegui import app
+
+from gooseui.models import Status
+
+PROJECT_KEYS = {
+    "user_id",
+    "project_id",
+    "name",
+    "namespace",
+    "deployment",
+    "service",
+    "ingress",
+    "status",
+    "status_reason",
+    "status_message",
+    "endpoint",
+    "goose_session_id",
+    "created_at",
+    "updated_at",
+    "last_activated_at",
+}
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) >= {"detail", "code"} and body["code"] == code, body
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+async def create(client: httpx.AsyncClient, name: str, user: str = "alice") -> dict:
+    response = await client.post(f"/users/{user}/projects", json={"name": name})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_health_and_users(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["mongodb"]["ok"] is True
+    users = (await client.get("/users")).json()
+    assert users == [
+        {"id": "alice", "name": "Alice Anders"},
+        {"id": "bob", "name": "Bob Brenner"},
+        {"id": "carol", "name": "Carol Chen"},
+    ]
+
+
+async def test_create_get_list(client: httpx.AsyncClient) -> None:
+    project = await create(client, "  Market analysis  ")
+    assert set(project) == PROJECT_KEYS
+    pid = project["project_id"]
+    assert len(pid) == 8 and pid.isalnum() and pid == pid.lower()
+    assert project["name"] == "Market analysis"
+    assert project["status"] == "inactive"
+    assert project["namespace"] == "user-alice"
+    assert project["deployment"] == project["service"] == f"proj-{pid}-api"
+    assert project["created_at"].endswith("Z") and project["last_activated_at"] is None
+    assert (await client.get(f"/users/alice/projects/{pid}")).json() == project
+    second = await create(client, "Second")
+    listed = (await client.get("/users/alice/projects")).json()
+    assert [p["project_id"] for p in listed] == [second["project_id"], pid]
+    assert (await client.get("/users/bob/projects")).json() == []
+
+
+async def test_rename(client: httpx.AsyncClient) -> None:
+    project = await create(client, "Alpha")
+    await create(client, "Beta")
+    url = f"/users/alice/projects/{project['project_id']}"
+    renamed = await client.put(url, json={"name": "Gamma"})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Gamma"
+    assert (await client.put(url, json={"name": "Gamma"})).status_code == 200  # same name again
+    assert (await client.put(url, json={"name": "GAMMA"})).json()["name"] == "GAMMA"
+    assert_error(await client.put(url, json={"name": "beta"}), 409, "DuplicateName")
+    assert_error(await client.put(url, json={"name": " "}), 422, "InvalidName")
+    assert_error(
+        await client.put("/users/alice/projects/nope1234", json={"name": "X"}),
+        404,
+        "ProjectNotFound",
+    )
+    assert (await client.get(url)).json()["name"] == "GAMMA"
+
+
+async def test_delete(client: httpx.AsyncClient) -> None:
+    project = await create(client, "Doomed")
+    url = f"/users/alice/projects/{project['project_id']}"
+    response = await client.delete(url)
+    assert response.status_code == 204 and response.content == b""
+    assert_error(await client.get(url), 404, "ProjectNotFound")
+    assert_error(await client.delete(url), 404, "ProjectNotFound")
+    # the name is free again
+    await create(client, "Doomed")
+
+
+async def test_delete_in_transition_is_refused(client: httpx.AsyncClient) -> None:
+    project = await create(client, "Busy")
+    store = app.state.runtime.service.store
+    await store.compare_and_set(
+        "alice", project["project_id"], [Status.INACTIVE], {"status": "activating"}
+    )
+    url = f"/users/alice/projects/{project['project_id']}"
+    body = assert_error(await client.delete(url), 409, "InTransition")
+    assert "activating" in body["detail"]
+    assert (await client.get(url)).json()["status"] == "activating"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("GET", "/users/zed/projects", None, 404, "UserNotFound"),
+        ("POST", "/users/zed/projects", {"name": "x"}, 404, "UserNotFound"),
+        ("GET", "/users/zed/projects/abcdefgh", None, 404, "UserNotFound"),
+        ("GET", "/users/alice/projects/abcdefgh", None, 404, "ProjectNotFound"),
+        ("GET", "/users/alice/projects/NOT..A..LABEL", None, 404, "ProjectNotFound"),
+        ("PUT", "/users/alice/projects/abcdefgh", {"name": "x"}, 404, "ProjectNotFound"),
+        ("DELETE", "/users/alice/projects/abcdefgh", None, 404, "ProjectNotFound"),
+        ("POST", "/users/alice/projects", {"name": ""}, 422, "InvalidName"),
+        ("POST", "/users/alice/projects", {"name": "   "}, 422, "InvalidName"),
+        ("POST", "/users/alice/projects", {"name": "x" * 101}, 422, "InvalidName"),
+        ("POST", "/users/alice/projects", {"name": "a\nb"}, 422, "InvalidName"),
+        ("POST", "/users/alice/projects", {}, 422, "InvalidRequest"),
+        ("POST", "/users/alice/projects", {"name": 5}, 422, "InvalidRequest"),
+        ("POST", "/users/alice/projects", "not json", 422, "InvalidRequest"),
+        ("PATCH", "/users/alice/projects", None, 405, "MethodNotAllowed"),
+    ],
+)
+async def test_error_rows(
+    client: httpx.AsyncClient, method: str, path: str, body: object, status: int, code: str
+) -> None:
+    before = (await client.get("/users/alice/projects")).json()
+    if isinstance(body, str):
+        response = await client.request(
+            method, path, content=body, headers={"content-type": "application/json"}
+        )
+    else:
+        response = await client.request(method, path, json=body)
+    assert_error(response, status, code)
+    assert (await client.get("/users/alice/projects")).json() == before  # nothing changed
+
+
+async def test_name_limits(client: httpx.AsyncClient) -> None:
+    assert (await create(client, "x" * 100))["name"] == "x" * 100
+    assert (await create(client, "Ünïcødé 项目 🪿"))["name"] == "Ünïcødé 项目 🪿"
+
+
+async def test_duplicate_names_ignore_case_and_spaces(client: httpx.AsyncClient) -> None:
+    await create(client, "Research")
+    body = assert_error(
+        await client.post("/users/alice/projects", json={"name": " RESEARCH "}),
+        409,
+        "DuplicateName",
+    )
+    assert "RESEARCH" in body["detail"]
+    await create(client, "Research", user="bob")  # unique per user only
+
+
+async def test_concurrent_creates_of_one_name(client: httpx.AsyncClient) -> None:
+    responses = await asyncio.gather(
+        *[client.post("/users/alice/projects", json={"name": "Race"}) for _ in range(20)]
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [409] * 19
+    assert all(r.json()["code"] == "DuplicateName" for r in responses if r.status_code == 409)
+    listed = (await client.get("/users/alice/projects")).json()
+    assert [p["name"] for p in listed] == ["Race"]
+
+
+async def test_request_id_is_returned_and_logged(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    response = await client.post(
+        "/users/alice/projects", json={"name": "Traced"}, headers={"X-Request-ID": "trace-123"}
+    )
+    assert response.headers["x-request-id"] == "trace-123"
+    writes = [r for r in caplog.records if r.getMessage() == "mongo.write"]
+    assert writes and all(r.request_id == "trace-123" for r in writes)
+    assert writes[0].fields["op"] == "insert"
+    generated = (await client.get("/healthz")).headers["x-request-id"]
+    assert len(generated) == 16
+    bad = await client.get("/healthz", headers={"X-Request-ID": "has spaces\tand tabs"})
+    assert bad.headers["x-request-id"] != "has spaces\tand tabs"
+
+
+async def test_openapi_documents_the_routes(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert {
+        "/users",
+        "/users/{user_id}/projects",
+        "/users/{user_id}/projects/{project_id}",
+        "/healthz",
+        "/readyz",
+    } <= set(paths)
+    assert (await client.get("/docs")).status_code == 200
+
+
+async def test_page_lists_projects(client: httpx.AsyncClient) -> None:
+    await create(client, "Visible")
+    page = await client.get("/")
+    assert page.status_code == 200 and "gooseui" in page.text

@@ -1,0 +1,109 @@
+"""Settings: defaults, users, and one clear line for every bad value."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gooseui.config import ConfigError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("GOOSEUI_", "MONGO_", "NAMESPACE_PREFIX", "ACR_IMAGE")):
+            monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.port == 8080 and settings.host == "127.0.0.1"
+    assert settings.acr_image == "goose-api:latest"
+    assert settings.namespace_prefix == "user-"
+    assert settings.mongo_uri is None and settings.mongo_embedded
+    assert settings.goose_port == 3001 and settings.endpoint_mode == "auto"
+    assert [u.id for u in settings.user_list()] == ["alice", "bob", "carol"]
+
+
+def test_unprefixed_and_prefixed_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACR_IMAGE", "myacr.azurecr.io/goose-api:1.2")
+    monkeypatch.setenv("MONGO_URI", "mongodb://db.example:27017")
+    monkeypatch.setenv("NAMESPACE_PREFIX", "goose-")
+    monkeypatch.setenv("GOOSEUI_USERS", "u1:Una, u2:Dos")
+    monkeypatch.setenv("GOOSEUI_ENDPOINT_MODE", "proxy")
+    settings = load_settings()
+    assert settings.acr_image == "myacr.azurecr.io/goose-api:1.2"
+    assert settings.mongo_uri == "mongodb://db.example:27017"
+    assert settings.namespace_prefix == "goose-"
+    assert [(u.id, u.name) for u in settings.user_list()] == [("u1", "Una"), ("u2", "Dos")]
+    assert settings.endpoint_mode == "proxy"
+
+
+@pytest.mark.parametrize("suffix", ["yaml", "json"])
+def test_users_from_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    path = tmp_path / f"users.{suffix}"
+    data = [{"id": "ann", "name": "Ann"}, {"id": "ben", "name": "Ben"}]
+    path.write_text(json.dumps(data))  # JSON is YAML too
+    monkeypatch.setenv("GOOSEUI_USERS", str(path))
+    assert [u.name for u in load_settings().user_list()] == ["Ann", "Ben"]
+
+
+def test_users_file_as_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text("ann: Ann A\nben: Ben B\n")
+    monkeypatch.setenv("GOOSEUI_USERS", str(path))
+    assert [(u.id, u.name) for u in load_settings().user_list()] == [
+        ("ann", "Ann A"),
+        ("ben", "Ben B"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("GOOSEUI_PORT", "abc", "GOOSEUI_PORT: Input should be a valid integer"),
+        ("GOOSEUI_PORT", "70000", "GOOSEUI_PORT: Input should be less than or equal to 65535"),
+        ("GOOSEUI_ENDPOINT_MODE", "magic", "GOOSEUI_ENDPOINT_MODE: Input should be 'auto'"),
+        ("GOOSEUI_ACTIVATION_TIMEOUT", "-1", "GOOSEUI_ACTIVATION_TIMEOUT: Input should be greater"),
+        ("NAMESPACE_PREFIX", "User_", "NAMESPACE_PREFIX: must be lowercase"),
+        ("GOOSEUI_USERS", "Alice:Alice", "GOOSEUI_USERS: user id 'Alice' must be a DNS-1123 label"),
+        ("GOOSEUI_USERS", "a:A,a:B", "GOOSEUI_USERS: user id 'a' appears twice"),
+        ("GOOSEUI_USERS", "x" * 60, "GOOSEUI_USERS: user id"),
+        ("GOOSEUI_USERS", "/nowhere/users.yaml", "GOOSEUI_USERS: file '/nowhere/users.yaml' does"),
+        ("GOOSEUI_LOG_FORMAT", "xml", "GOOSEUI_LOG_FORMAT: Input should be 'console' or 'json'"),
+    ],
+)
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message
+
+
+def test_cli_stops_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOOSEUI_")}
+    env["GOOSEUI_PORT"] = "not-a-port"
+    result = subprocess.run(
+        [sys.executable, "-m", "gooseui"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "gooseui: configuration error: GOOSEUI_PORT: Input should be a valid integer, unable to "
+        "parse string as an integer (got 'not-a-port')"
+    ]
