@@ -1,4 +1,4 @@
-"""The console's start-up: embedded database, persistence across restarts, a MongoDB that is down."""
+"""The console's start-up: embedded database, persistence across restarts, MongoDB down."""
 
 from __future__ import annotations
 
