@@ -1,0 +1,341 @@
+"""Defaulting and validation the real API server applies before storing an object.
+
+Clients read defaults back (a Deployment's strategy, a Service's clusterIP, a
+container's imagePullPolicy) and rely on validation errors (422 with causes), so
+the simulator fills and checks the same fields for its kinds.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .errors import ApiError, invalid
+from .resources import Resource
+from .selectors import selector_object_matches
+
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+MSG_LABEL = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
+    "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+MSG_SUBDOMAIN = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
+    "or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex "
+    r"used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+MSG_DNS1035 = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+    "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+    "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+)
+
+Cause = tuple[str, str, str]
+
+
+def name_problem(resource: Resource, name: str) -> str | None:
+    """Why `name` is not a valid object name for `resource`, or None."""
+    if resource.plural in ("namespaces",):
+        if len(name) > 63:
+            return "must be no more than 63 characters"
+        return None if _LABEL.match(name) else MSG_LABEL
+    if resource.plural == "services":
+        if len(name) > 63:
+            return "must be no more than 63 characters"
+        return None if _DNS1035.match(name) else MSG_DNS1035
+    if len(name) > 253:
+        return "must be no more than 253 characters"
+    return None if _SUBDOMAIN.match(name) else MSG_SUBDOMAIN
+
+
+def is_dns_label(value: str) -> bool:
+    return len(value) <= 63 and bool(_LABEL.match(value))
+
+
+def _quote(value: Any) -> str:
+    return '"' + str(value).replace('"', '\\"') + '"'
+
+
+def validate(resource: Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    """Raise 422 Invalid with causes when `obj` would be rejected by the API server."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name", "")
+    causes: list[Cause] = []
+    if not name:
+        causes.append(
+            (
+                "FieldValueRequired",
+                "metadata.name",
+                "Required value: name or generateName is required",
+            )
+        )
+    elif problem := name_problem(resource, name):
+        causes.append(
+            ("FieldValueInvalid", "metadata.name", f"Invalid value: {_quote(name)}: {problem}")
+        )
+    for value in (meta.get("labels") or {}).values():
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    "metadata.labels",
+                    f"Invalid value: {_quote(value)}: a valid label must be an empty string or "
+                    "consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+                    "with an alphanumeric character",
+                )
+            )
+    check = _VALIDATORS.get(resource.plural)
+    if check:
+        causes += check(obj, old)
+    if causes:
+        raise invalid(resource.kind, resource.group, name, causes)
+
+
+def _validate_pod_spec(spec: Any, prefix: str) -> list[Cause]:
+    causes: list[Cause] = []
+    if not isinstance(spec, dict):
+        return [("FieldValueRequired", prefix, "Required value")]
+    containers = spec.get("containers")
+    if not containers:
+        return [("FieldValueRequired", f"{prefix}.containers", "Required value")]
+    seen: set[str] = set()
+    for n, container in enumerate(containers):
+        where = f"{prefix}.containers[{n}]"
+        cname = container.get("name", "") if isinstance(container, dict) else ""
+        if not cname:
+            causes.append(("FieldValueRequired", f"{where}.name", "Required value"))
+        elif not is_dns_label(cname):
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    f"{where}.name",
+                    f"Invalid value: {_quote(cname)}: {MSG_LABEL}",
+                )
+            )
+        elif cname in seen:
+            causes.append(
+                ("FieldValueDuplicate", f"{where}.name", f"Duplicate value: {_quote(cname)}")
+            )
+        seen.add(cname)
+        if not (container.get("image") if isinstance(container, dict) else None):
+            causes.append(("FieldValueRequired", f"{where}.image", "Required value"))
+        for p, port in enumerate(
+            container.get("ports") or [] if isinstance(container, dict) else []
+        ):
+            number = port.get("containerPort") if isinstance(port, dict) else None
+            if not isinstance(number, int) or not 0 < number < 65536:
+                causes.append(
+                    (
+                        "FieldValueInvalid",
+                        f"{where}.ports[{p}].containerPort",
+                        f"Invalid value: {number}: must be between 1 and 65535, inclusive",
+                    )
+                )
+    return causes
+
+
+def _validate_deployment(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    spec = obj.get("spec") or {}
+    causes: list[Cause] = []
+    replicas = spec.get("replicas")
+    if not isinstance(replicas, int) or replicas < 0:
+        causes.append(
+            (
+                "FieldValueInvalid",
+                "spec.replicas",
+                f"Invalid value: {replicas}: must be greater than or equal to 0",
+            )
+        )
+    selector = spec.get("selector")
+    if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        causes.append(("FieldValueRequired", "spec.selector", "Required value"))
+    template = spec.get("template") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if selector and not selector_object_matches(selector, labels):
+        causes.append(
+            (
+                "FieldValueInvalid",
+                "spec.template.metadata.labels",
+                f"Invalid value: {labels!r}: `selector` does not match template `labels`",
+            )
+        )
+    if old is not None and (old.get("spec") or {}).get("selector") != selector:
+        causes.append(
+            (
+                "FieldValueInvalid",
+                "spec.selector",
+                f"Invalid value: {selector!r}: field is immutable",
+            )
+        )
+    causes += _validate_pod_spec(template.get("spec"), "spec.template.spec")
+    return causes
+
+
+def _validate_pod(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    return _validate_pod_spec(obj.get("spec"), "spec")
+
+
+def _validate_service(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    spec = obj.get("spec") or {}
+    causes: list[Cause] = []
+    if spec.get("type", "ClusterIP") != "ExternalName" and not spec.get("ports"):
+        causes.append(("FieldValueRequired", "spec.ports", "Required value"))
+    for n, port in enumerate(spec.get("ports") or []):
+        number = port.get("port") if isinstance(port, dict) else None
+        if not isinstance(number, int) or not 0 < number < 65536:
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    f"spec.ports[{n}].port",
+                    f"Invalid value: {number}: must be between 1 and 65535, inclusive",
+                )
+            )
+    if old is not None:
+        before = (old.get("spec") or {}).get("clusterIP")
+        if spec.get("clusterIP") not in (None, "", before):
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    "spec.clusterIPs[0]",
+                    f"Invalid value: {_quote(spec.get('clusterIP'))}: may not change once set",
+                )
+            )
+    return causes
+
+
+_VALIDATORS = {
+    "deployments": _validate_deployment,
+    "pods": _validate_pod,
+    "services": _validate_service,
+}
+
+
+def _probe_defaults(probe: dict[str, Any]) -> None:
+    probe.setdefault("timeoutSeconds", 1)
+    probe.setdefault("periodSeconds", 10)
+    probe.setdefault("successThreshold", 1)
+    probe.setdefault("failureThreshold", 3)
+    if isinstance(probe.get("httpGet"), dict):
+        probe["httpGet"].setdefault("scheme", "HTTP")
+
+
+def default_pod_spec(spec: dict[str, Any]) -> None:
+    """Pod spec defaults (restartPolicy, dnsPolicy, container fields, probes)."""
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        if not isinstance(container, dict):
+            continue
+        container.setdefault("resources", {})
+        container.setdefault("terminationMessagePath", "/dev/termination-log")
+        container.setdefault("terminationMessagePolicy", "File")
+        image = str(container.get("image", ""))
+        tag = image.rsplit("/", 1)[-1].partition(":")[2] if "@" not in image else "digest"
+        container.setdefault(
+            "imagePullPolicy", "Always" if tag in ("", "latest") else "IfNotPresent"
+        )
+        for port in container.get("ports") or []:
+            if isinstance(port, dict):
+                port.setdefault("protocol", "TCP")
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            if isinstance(container.get(probe), dict):
+                _probe_defaults(container[probe])
+
+
+def default_object(resource: Resource, obj: dict[str, Any]) -> None:
+    """Fill the defaults the API server would (in place)."""
+    spec = obj.get("spec")
+    if resource.plural == "deployments":
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("replicas", 1)
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+        strategy = spec.setdefault("strategy", {})
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            rolling = strategy.setdefault("rollingUpdate", {})
+            rolling.setdefault("maxUnavailable", "25%")
+            rolling.setdefault("maxSurge", "25%")
+        template = spec.setdefault("template", {})
+        template.setdefault("metadata", {})
+        if isinstance(template.get("spec"), dict):
+            default_pod_spec(template["spec"])
+    elif resource.plural == "replicasets":
+        if isinstance(spec, dict) and isinstance((spec.get("template") or {}).get("spec"), dict):
+            default_pod_spec(spec["template"]["spec"])
+    elif resource.plural == "pods":
+        if isinstance(spec, dict):
+            default_pod_spec(spec)
+            spec.setdefault("enableServiceLinks", True)
+            spec.setdefault("priority", 0)
+            spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+            spec.setdefault("serviceAccountName", "default")
+        obj.setdefault("status", {}).setdefault("phase", "Pending")
+    elif resource.plural == "services":
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+        if spec["type"] != "ExternalName":
+            spec.setdefault("ipFamilies", ["IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
+        for port in spec.get("ports") or []:
+            if isinstance(port, dict):
+                port.setdefault("protocol", "TCP")
+                port.setdefault("targetPort", port.get("port"))
+        obj.setdefault("status", {}).setdefault("loadBalancer", {})
+    elif resource.plural == "namespaces":
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name", "")
+        obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+        obj.setdefault("status", {}).setdefault("phase", "Active")
+    elif resource.plural == "ingresses":
+        obj.setdefault("status", {}).setdefault("loadBalancer", {})
+    elif resource.plural == "httproutes":
+        spec = obj.setdefault("spec", {})
+        rules = spec.setdefault("rules", [{}])
+        for rule in rules:
+            if isinstance(rule, dict):
+                rule.setdefault("matches", [{"path": {"type": "PathPrefix", "value": "/"}}])
+
+
+def check_name_matches(obj: dict[str, Any], name: str | None, namespace: str | None) -> None:
+    """400 when the body names a different object than the URL, as the server answers."""
+    meta = obj.get("metadata") or {}
+    if namespace is not None and meta.get("namespace") not in (None, "", namespace):
+        raise ApiError(
+            400,
+            "the namespace of the provided object does not match the namespace sent on the request",
+            "BadRequest",
+        )
+    if name is not None and meta.get("name") not in (None, "", name):
+        raise ApiError(
+            400,
+            f"the name of the object ({meta.get('name')}) does not match the name on the URL "
+            f"({name})",
+            "BadRequest",
+        )
+
+
+def invalid_scale(name: str, replicas: Any) -> ApiError:
+    """422 for a Scale with a negative or missing replica count."""
+    return invalid(
+        "Scale",
+        "autoscaling",
+        name,
+        [
+            (
+                "FieldValueInvalid",
+                "spec.replicas",
+                f"Invalid value: {replicas}: must be greater than or equal to 0",
+            )
+        ],
+    )

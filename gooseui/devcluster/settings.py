@@ -1,0 +1,71 @@
+"""Timings of the simulated cluster and its agents.
+
+Tests want everything fast, benchmarks want zero agent delays, and a demo wants
+something closer to a real rollout; every knob is settable from Python and from the
+environment (`GOOSEUI_SIM_DELAY_<NAME>`, `GOOSEUI_SIM_AGENT_<NAME>`, seconds).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Delays:
+    """Seconds each step of a pod's life takes (defaults total about half a second)."""
+
+    schedule: float = 0.05  # pod created -> bound to the node (Scheduled)
+    pull: float = 0.15  # Pulling -> Pulled (or ErrImagePull)
+    start: float = 0.05  # Created -> Started (container running)
+    ready: float = 0.2  # running -> readiness probe first succeeds
+    slow_readiness: float = 0.0  # extra time before Ready (a fault knob)
+    terminate: float = 0.15  # Killing -> pod gone
+    crash: float = 0.2  # how long a `crash`/`oom` container runs before it exits
+    backoff: float = 0.3  # first back-off (image pull, crash loop); doubles
+    backoff_max: float = 3.0  # back-off cap
+    probe_period: float = 0.5  # readiness re-probe period while not ready
+    namespace_finalize: float = 0.05  # a deleted namespace stays Terminating at least this long
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How the simulated Goose agent replies."""
+
+    delta_delay: float = 0.03  # pause between reply deltas (0 for benchmarks)
+    reply_deltas: int | None = None  # None: the natural reply (>= 10 deltas); N: exactly N deltas
+    keepalive: float = 2.0  # seconds between `: ping` comments on an open stream
+    tool_delay: float = 0.05  # pause between tool_request and tool_response
+
+
+def _from_env(cls: type[T], prefix: str, env: Mapping[str, str], **overrides: Any) -> T:
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        raw = env.get(prefix + f.name.upper())
+        if raw is None or raw == "":
+            continue
+        try:
+            values[f.name] = int(raw) if f.name == "reply_deltas" else float(raw)
+        except ValueError:
+            raise ValueError(f"{prefix}{f.name.upper()} must be a number, got {raw!r}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)
+
+
+def delays_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Delays:
+    """`Delays` from `GOOSEUI_SIM_DELAY_<FIELD>` variables (e.g. GOOSEUI_SIM_DELAY_PULL=2)."""
+    return _from_env(Delays, "GOOSEUI_SIM_DELAY_", os.environ if env is None else env, **overrides)
+
+
+def agent_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> AgentSettings:
+    """`AgentSettings` from `GOOSEUI_SIM_AGENT_<FIELD>` (e.g. GOOSEUI_SIM_AGENT_DELTA_DELAY=0.1)."""
+    return _from_env(
+        AgentSettings, "GOOSEUI_SIM_AGENT_", os.environ if env is None else env, **overrides
+    )
+
+
+__all__ = ["AgentSettings", "Delays", "agent_from_env", "delays_from_env", "replace"]
