@@ -85,6 +85,25 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     storage_secret: str | None = None
 
+    # the pod's resources, and the namespace's guard rails (DESIGN section 5)
+    cpu_request: str = "250m"
+    cpu_limit: str = "1"
+    memory_request: str = "256Mi"
+    memory_limit: str = "1Gi"
+    limit_range: bool = True
+    quota_pods: int | None = Field(None, ge=0)
+    quota_cpu: str | None = None
+    quota_memory: str | None = None
+    network_policy: bool = True
+    console_namespace: str = "gooseui"
+    ingress_namespace: str = "ingress-nginx"
+    # where the API server's service-proxy traffic enters pods from (AKS: konnectivity agent)
+    apiserver_namespace: str = "kube-system"
+    keep_namespaces: bool = False
+    # an unschedulable pod may be waiting for the cluster autoscaler to add a node
+    unschedulable_grace: float = Field(30.0, ge=0)
+    cluster_label: str | None = None
+
     @field_validator("namespace_prefix")
     @classmethod
     def _prefix_is_label_start(cls, value: str) -> str:

@@ -1,0 +1,1 @@
+"""The Kubernetes side of the console: manifests, API calls, readiness, endpoints."""

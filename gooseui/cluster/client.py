@@ -1,0 +1,433 @@
+"""A small Kubernetes REST client on kubernetes-asyncio's `ApiClient`.
+
+kubernetes-asyncio supplies configuration loading (kubeconfig, exec plugins, in-cluster),
+TLS and authentication; requests go through its `ApiClient.call_api` with raw JSON bodies
+so that every kind, a Gateway API HTTPRoute included, is applied and read the same way,
+as plain Kubernetes JSON. On top of it this module adds what the library leaves out: a
+timeout on every call, retries with backoff for idempotent calls (honouring Retry-After),
+token refresh for exec plugins (AKS kubelogin), a separate connection pool for long watch
+streams, and one log line per call carrying the request's correlation id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import ssl
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+from gooseui.errors import Unavailable
+from gooseui.logs import log
+
+logger = logging.getLogger("gooseui.k8s")
+
+FIELD_MANAGER = "gooseui"
+CALL_TIMEOUT = 15.0
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+MAX_RETRY_AFTER = 5.0
+
+# kind -> (group-version path, plural, namespaced)
+KINDS: dict[str, tuple[str, str, bool]] = {
+    "Namespace": ("api/v1", "namespaces", False),
+    "Pod": ("api/v1", "pods", True),
+    "Service": ("api/v1", "services", True),
+    "Event": ("api/v1", "events", True),
+    "LimitRange": ("api/v1", "limitranges", True),
+    "ResourceQuota": ("api/v1", "resourcequotas", True),
+    "Deployment": ("apis/apps/v1", "deployments", True),
+    "NetworkPolicy": ("apis/networking.k8s.io/v1", "networkpolicies", True),
+    "Ingress": ("apis/networking.k8s.io/v1", "ingresses", True),
+    "HTTPRoute": ("apis/gateway.networking.k8s.io/v1", "httproutes", True),
+}
+
+
+class ClusterUnavailable(Unavailable):
+    """No cluster is configured, or its API server does not answer."""
+
+    code = "ClusterUnavailable"
+
+
+class KubeError(Exception):
+    """The API server answered with a failure `Status`."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, body: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = body or {}
+
+
+def path_for(kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    """The REST path of a kind's collection, or of one object when `name` is given."""
+    group_version, plural, namespaced = KINDS[kind]
+    path = f"/{group_version}"
+    if namespaced and namespace is not None:
+        path += f"/namespaces/{namespace}"
+    path += f"/{plural}"
+    if name is not None:
+        path += f"/{name}"
+    return path
+
+
+def path_of(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return path_for(obj["kind"], meta.get("namespace"), meta["name"])
+
+
+@dataclass
+class ClusterInfo:
+    """What the console is connected to, for the operator's header."""
+
+    configured: bool
+    label: str
+    in_cluster: bool = False
+    server: str | None = None
+    problem: str | None = None
+
+
+class KubeClient:
+    """Calls to one Kubernetes API server."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
+        self._kubeconfig = kubeconfig
+        self._context = context
+        self.configuration: k8s_client.Configuration | None = None
+        self._api: k8s_client.ApiClient | None = None
+        self._stream_api: k8s_client.ApiClient | None = None
+        self.info = ClusterInfo(configured=False, label="no cluster")
+
+    # set-up ----------------------------------------------------------------------------
+
+    async def connect(self) -> ClusterInfo:
+        """Load credentials: KUBECONFIG, then ~/.kube/config, then in-cluster. Never raises."""
+        configuration = k8s_client.Configuration()
+        paths = self._kubeconfig or os.environ.get("KUBECONFIG")
+        default = Path.home() / ".kube" / "config"
+        try:
+            if paths or default.is_file():
+                loader = await k8s_config.load_kube_config(
+                    config_file=paths or str(default),
+                    context=self._context,
+                    client_configuration=configuration,
+                    persist_config=False,
+                )
+                _install_exec_refresh(configuration, loader)
+                active = getattr(loader, "current_context", None) or {}
+                name = self._context or active.get("name") or "kubeconfig"
+                self.info = ClusterInfo(True, f"context {name}", server=configuration.host)
+            elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+                k8s_config.load_incluster_config(client_configuration=configuration)
+                self.info = ClusterInfo(
+                    True, "in-cluster", in_cluster=True, server=configuration.host
+                )
+            else:
+                self.info = ClusterInfo(
+                    False,
+                    "no cluster",
+                    problem="No Kubernetes cluster is configured: set KUBECONFIG (or create "
+                    "~/.kube/config), run the console inside a cluster, or try "
+                    "`gooseui --simulate`.",
+                )
+                return self.info
+        except Exception as exc:  # a broken kubeconfig must not stop the console
+            self.info = ClusterInfo(
+                False,
+                "no cluster",
+                problem=f"The Kubernetes configuration could not be loaded: {exc}".splitlines()[0],
+            )
+            log(logger, "k8s.config_failed", logging.WARNING, error=self.info.problem)
+            return self.info
+        self.configuration = configuration
+        self._api = k8s_client.ApiClient(configuration)
+        self._stream_api = k8s_client.ApiClient(configuration)
+        log(logger, "k8s.configured", cluster=self.info.label, server=self.info.server)
+        return self.info
+
+    async def close(self) -> None:
+        for api in (self._api, self._stream_api):
+            if api is not None:
+                await api.close()
+        self._api = self._stream_api = None
+
+    def _require(self, stream: bool = False) -> k8s_client.ApiClient:
+        api = self._stream_api if stream else self._api
+        if api is None:
+            raise ClusterUnavailable(self.info.problem or "The cluster client is not connected.")
+        return api
+
+    # requests --------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        idempotent: bool = True,
+        request_timeout: float = CALL_TIMEOUT,
+    ) -> dict[str, Any]:
+        """One API call returning its JSON; failures raise `KubeError` or `ClusterUnavailable`."""
+        api = self._require()
+        attempts = len(RETRY_DELAYS) + 1 if idempotent else 1
+        params = [(k, _query_value(v)) for k, v in (query or {}).items() if v is not None]
+        for attempt in range(1, attempts + 1):
+            started = time.perf_counter()
+            try:
+                response = await api.call_api(
+                    path,
+                    method,
+                    query_params=list(params),
+                    header_params={"Content-Type": content_type, "Accept": "application/json"},
+                    body=body,
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _request_timeout=request_timeout,
+                )
+                try:
+                    raw = await response.read()
+                finally:
+                    response.release()
+                status = response.status
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                ms = round((time.perf_counter() - started) * 1000, 1)
+                error = f"{type(exc).__name__}: {exc}".strip(": ")
+                log(
+                    logger,
+                    "k8s.call",
+                    logging.WARNING,
+                    method=method,
+                    path=path,
+                    status=0,
+                    ms=ms,
+                    attempt=attempt,
+                    error=error,
+                )
+                if attempt < attempts:
+                    await asyncio.sleep(RETRY_DELAYS[attempt - 1])
+                    continue
+                raise ClusterUnavailable(
+                    f"The Kubernetes API server at {self.info.server} does not answer ({error})."
+                ) from exc
+            ms = round((time.perf_counter() - started) * 1000, 1)
+            log(logger, "k8s.call", method=method, path=path, status=status, ms=ms, attempt=attempt)
+            data = _json(raw)
+            if 200 <= status < 300:
+                return data
+            error = _kube_error(status, data, raw)
+            if status in RETRY_STATUSES and attempt < attempts:
+                await asyncio.sleep(_retry_delay(response.headers, attempt))
+                continue
+            if status in RETRY_STATUSES:
+                raise ClusterUnavailable(
+                    f"The Kubernetes API server keeps failing ({status} {error.reason}: "
+                    f"{error.message})."
+                ) from error
+            raise error
+        raise AssertionError("unreachable")
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self.request("GET", path)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(self, path: str, label_selector: str | None = None) -> dict[str, Any]:
+        return await self.request("GET", path, query={"labelSelector": label_selector})
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the field manager `gooseui`, forcing ownership."""
+        return await self.request(
+            "PATCH",
+            path_of(obj),
+            body=obj,
+            content_type="application/apply-patch+yaml",
+            query={"fieldManager": FIELD_MANAGER, "force": "true"},
+        )
+
+    async def delete(self, path: str, propagation: str = "Foreground") -> bool:
+        """Delete; False when it was already gone."""
+        try:
+            await self.request(
+                "DELETE",
+                path,
+                body={
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "propagationPolicy": propagation,
+                },
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def version(self) -> dict[str, Any]:
+        return await self.request("GET", "/version", request_timeout=5.0)
+
+    async def watch(
+        self,
+        path: str,
+        *,
+        resource_version: str | None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 60,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events of a watch until the server ends it; a 410 raises `KubeError(410)`.
+
+        Runs on its own connection pool so that long streams never hold up plain calls.
+        """
+        api = self._require(stream=True)
+        query = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        started = time.perf_counter()
+        try:
+            response = await api.call_api(
+                path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=(CALL_TIMEOUT, timeout_seconds + 15),
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ClusterUnavailable(
+                f"The Kubernetes API server at {self.info.server} does not answer ({exc})."
+            ) from exc
+        log(
+            logger,
+            "k8s.call",
+            method="WATCH",
+            path=path,
+            status=response.status,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        try:
+            if response.status != 200:
+                raw = await response.read()
+                raise _kube_error(response.status, _json(raw), raw)
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise _kube_error(int(status.get("code") or 500), status, line)
+                yield event
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+            return  # the stream ended early; the caller re-lists and watches again
+        finally:
+            response.release()
+
+    # for the service proxy -------------------------------------------------------------
+
+    async def auth_headers(self) -> dict[str, str]:
+        """Headers that authenticate a raw request to the API server (refreshing tokens)."""
+        if self.configuration is None:
+            raise ClusterUnavailable(self.info.problem or "No cluster configured.")
+        headers: dict[str, str] = {}
+        queries: list[Any] = []
+        await self._require().update_params_for_auth(headers, queries, ["BearerToken"])
+        return headers
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """TLS settings of the API server connection, for other HTTP clients."""
+        cfg = self.configuration
+        if cfg is None:
+            return True
+        if not cfg.verify_ssl:
+            return False
+        context = (
+            ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+            if cfg.ssl_ca_cert
+            else ssl.create_default_context()
+        )
+        if cfg.cert_file:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        return context
+
+
+def _install_exec_refresh(configuration: k8s_client.Configuration, loader: Any) -> None:
+    """Re-run an exec credential plugin (AKS kubelogin) when its token nears expiry.
+
+    kubernetes-asyncio runs the plugin once at load; the refresh hook is consulted before
+    every request, and the loader only re-runs the plugin when the token has expired.
+    """
+    user = getattr(loader, "_user", None)
+    if not user or "exec" not in user:
+        return
+
+    async def refresh(cfg: k8s_client.Configuration) -> None:
+        if await loader.load_from_exec_plugin() and getattr(loader, "token", None):
+            cfg.api_key["BearerToken"] = loader.token
+
+    configuration.refresh_api_key_hook = refresh
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _kube_error(status: int, data: dict[str, Any], raw: bytes | str) -> KubeError:
+    reason = data.get("reason") or {
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "NotFound",
+        409: "Conflict",
+        410: "Expired",
+        422: "Invalid",
+        429: "TooManyRequests",
+    }.get(status, "Error")
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    message = data.get("message") or text.strip()[:300] or f"HTTP {status}"
+    return KubeError(status, reason, message, data)
+
+
+def _retry_delay(headers: Any, attempt: int) -> float:
+    retry_after = headers.get("Retry-After") if headers is not None else None
+    if retry_after:
+        try:
+            return min(float(retry_after), MAX_RETRY_AFTER)
+        except ValueError:
+            pass
+    return RETRY_DELAYS[attempt - 1]
