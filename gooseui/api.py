@@ -6,17 +6,23 @@ including FastAPI's own request validation errors.
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gooseui.errors import GooseUIError
+from gooseui.events import ProjectEvent
 from gooseui.models import NameIn, Project, User
 from gooseui.service import ProjectService
+
+KEEPALIVE_SECONDS = 15.0
 
 
 class ErrorBody(BaseModel):
@@ -97,6 +103,74 @@ async def delete_project(user_id: str, project_id: str, service: Service) -> Res
     return Response(status_code=204)
 
 
+@router.post(
+    "/users/{user_id}/projects/{project_id}/activate",
+    response_model=Project,
+    tags=["lifecycle"],
+    responses={202: {"model": Project}, **_errors(404, 409, 502, 503, 504)},
+)
+async def activate(
+    user_id: str, project_id: str, service: Service, wait: bool = True
+) -> JSONResponse:
+    """Start the environment; answers when it is active, or at once (202) with `wait=false`."""
+    project = await service.activate(user_id, project_id, wait=wait)
+    status = 200 if wait or project.status == "active" else 202
+    return JSONResponse(project.model_dump(mode="json"), status_code=status)
+
+
+@router.post(
+    "/users/{user_id}/projects/{project_id}/deactivate",
+    response_model=Project,
+    tags=["lifecycle"],
+    responses=_errors(404, 409, 502, 503, 504),
+)
+async def deactivate(user_id: str, project_id: str, service: Service) -> Project:
+    return await service.deactivate(user_id, project_id)
+
+
+@router.get(
+    "/users/{user_id}/projects/{project_id}/events",
+    tags=["lifecycle"],
+    responses={200: {"content": {"text/event-stream": {}}}, **_errors(404)},
+)
+async def events(
+    user_id: str, project_id: str, request: Request, service: Service
+) -> StreamingResponse:
+    """Server-sent events: the current status first, then every progress and status change."""
+    project = await service.get_project(user_id, project_id)
+
+    async def stream() -> AsyncIterator[bytes]:
+        async with service.bus.subscribe(user_id, project_id) as queue:
+            first = ProjectEvent(
+                user_id,
+                project_id,
+                str(project.status),
+                "current",
+                project.status_message or str(project.status),
+                project.status_reason,
+            )
+            yield _sse(first)
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield _sse(event)
+                if event.status == "deleted":
+                    return
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _sse(event: ProjectEvent) -> bytes:
+    return b"data: " + json.dumps(event.to_json()).encode() + b"\n\n"
+
+
 @router.get("/healthz", tags=["health"])
 async def healthz() -> dict[str, str]:
     """The process serves requests."""
@@ -105,7 +179,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["health"], responses=_errors(503))
 async def readyz(request: Request) -> JSONResponse:
-    """MongoDB (and, with the lifecycle, the cluster) answer."""
+    """MongoDB and the cluster answer; the last reconciliation's summary is included."""
     ready, checks = await request.app.state.runtime.readiness()
     if ready:
         return JSONResponse({"status": "ready", "checks": checks})

@@ -7,18 +7,27 @@ lifespan, which is awaited, so no page or route is served before the parts exist
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 from pymongo import AsyncMongoClient, uri_parser
 
+from gooseui.cluster.client import KubeClient
+from gooseui.cluster.environment import Environments
 from gooseui.config import Settings
 from gooseui.embedded import EmbeddedMongo
-from gooseui.errors import Unavailable
+from gooseui.errors import GooseUIError, Unavailable
+from gooseui.events import EventBus
+from gooseui.goose import GooseClient
+from gooseui.lifecycle import Lifecycle
 from gooseui.logs import log
+from gooseui.reconcile import Report, reconcile
 from gooseui.service import ProjectService
 from gooseui.store import Document, ProjectStore, create_client
+
+RECONCILE_SECONDS = 30.0
 
 logger = logging.getLogger("gooseui.runtime")
 
@@ -42,6 +51,15 @@ class Runtime:
         self.mongo: AsyncMongoClient[Document] | None = None
         self._service: ProjectService | None = None
         self.database_label = "MongoDB"
+        self.bus = EventBus()
+        self.kube = KubeClient(settings.kubeconfig)
+        self.goose: GooseClient | None = None
+        self.lifecycle: Lifecycle | None = None
+        self.reconciliation: Report | None = None
+
+    @property
+    def cluster_label(self) -> str:
+        return self.settings.cluster_label or self.kube.info.label
 
     @property
     def service(self) -> ProjectService:
@@ -73,16 +91,41 @@ class Runtime:
                 error=str(exc).split(",")[0],
                 note="indexes will be created on first use",
             )
-        self._service = ProjectService(settings, store)
+        info = await self.kube.connect()
+        environments = Environments(self.kube, settings) if info.configured else None
+        self.goose = GooseClient(self.kube)
+        self.lifecycle = Lifecycle(
+            settings, store, self.bus, environments, self.goose, cluster_problem=info.problem
+        )
+        self._service = ProjectService(settings, store, self.bus, self.lifecycle)
+        if environments is not None:
+            await self._reconcile(store, environments)
+        else:
+            log(logger, "cluster.unconfigured", logging.WARNING, problem=info.problem)
         log(
             logger,
             "console.started",
             database=self.database_label,
+            cluster=self.cluster_label,
             users=len(settings.user_list()),
             ms=round((time.perf_counter() - started) * 1000),
         )
 
+    async def _reconcile(self, store: ProjectStore, environments: Environments) -> None:
+        try:
+            async with asyncio.timeout(RECONCILE_SECONDS):
+                self.reconciliation = await reconcile(store, environments, self.bus)
+        except (GooseUIError, TimeoutError) as exc:
+            detail = exc.detail if isinstance(exc, GooseUIError) else "timed out"
+            self.reconciliation = Report(error=detail)
+            log(logger, "reconcile.skipped", logging.WARNING, error=detail)
+
     async def stop(self) -> None:
+        if self.lifecycle is not None:
+            await self.lifecycle.close()
+        if self.goose is not None:
+            await self.goose.close()
+        await self.kube.close()
         if self.mongo is not None:
             await self.mongo.close()
             self.mongo = None
@@ -99,4 +142,16 @@ class Runtime:
             checks["mongodb"] = {"ok": True, "target": self.database_label}
         except Unavailable as exc:
             checks["mongodb"] = {"ok": False, "target": self.database_label, "error": exc.detail}
+        cluster: dict[str, Any] = {"target": self.cluster_label}
+        if not self.kube.info.configured:
+            cluster.update(ok=False, error=self.kube.info.problem)
+        else:
+            try:
+                version = await self.kube.version()
+                cluster.update(ok=True, version=version.get("gitVersion"))
+            except Exception as exc:
+                cluster.update(ok=False, error=getattr(exc, "detail", None) or str(exc))
+        if self.reconciliation is not None:
+            cluster["reconciliation"] = self.reconciliation.to_json()
+        checks["cluster"] = cluster
         return all(check["ok"] for check in checks.values()), checks

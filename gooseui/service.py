@@ -13,6 +13,8 @@ import unicodedata
 
 from gooseui.config import DNS_LABEL, Settings, User
 from gooseui.errors import Conflict, Invalid, NotFound
+from gooseui.events import EventBus, ProjectEvent
+from gooseui.lifecycle import Lifecycle
 from gooseui.models import Project, Status
 from gooseui.store import DuplicateProjectId, ProjectStore, name_key, now
 
@@ -44,10 +46,19 @@ def clean_name(raw: str) -> str:
 class ProjectService:
     """Users and their projects."""
 
-    def __init__(self, settings: Settings, store: ProjectStore) -> None:
+    def __init__(
+        self, settings: Settings, store: ProjectStore, bus: EventBus, lifecycle: Lifecycle
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.bus = bus
+        self.lifecycle = lifecycle
         self._users = {user.id: user for user in settings.user_list()}
+
+    def _announce(self, project: Project, step: str, message: str) -> None:
+        self.bus.publish(
+            ProjectEvent(project.user_id, project.project_id, str(project.status), step, message)
+        )
 
     # users -----------------------------------------------------------------------------
 
@@ -111,7 +122,9 @@ class ProjectService:
                 await self.store.insert(doc)
             except DuplicateProjectId:
                 continue  # 40 random bits collided; draw again
-            return Project.from_document(doc)
+            project = Project.from_document(doc)
+            self._announce(project, "created", f"Project {name!r} created")
+            return project
         raise Conflict("Could not allocate a project id; try again.", code="DuplicateProjectId")
 
     async def rename_project(self, user_id: str, project_id: str, name: str) -> Project:
@@ -124,18 +137,17 @@ class ProjectService:
                 raise Conflict(f"Project {current.name!r} is being deleted.", code="InTransition")
             await self.get_project(user_id, project_id)  # raises NotFound if it went away
             raise Conflict(f"Project {current.name!r} is being deleted.", code="InTransition")
-        return Project.from_document(doc)
+        project = Project.from_document(doc)
+        self._announce(project, "renamed", f"Renamed to {name!r}")
+        return project
 
     async def delete_project(self, user_id: str, project_id: str) -> None:
-        """Remove the project's record (its cluster objects arrive with the lifecycle)."""
-        current = await self.get_project(user_id, project_id)
-        if current.status.in_transition:
-            raise Conflict(
-                f"Project {current.name!r} is {current.status}; wait until it settles.",
-                code="InTransition",
-            )
-        if not await self.store.delete(user_id, project_id, [current.status]):
-            raise Conflict(
-                f"Project {current.name!r} changed while it was being deleted; try again.",
-                code="InTransition",
-            )
+        """Delete the project's cluster objects, then its record (DESIGN section 4)."""
+        await self.lifecycle.delete(await self.get_project(user_id, project_id))
+
+    async def activate(self, user_id: str, project_id: str, wait: bool = True) -> Project:
+        """Start the environment; with `wait`, return once it is active (or raise why not)."""
+        return await self.lifecycle.activate(await self.get_project(user_id, project_id), wait)
+
+    async def deactivate(self, user_id: str, project_id: str, wait: bool = True) -> Project:
+        return await self.lifecycle.deactivate(await self.get_project(user_id, project_id), wait)

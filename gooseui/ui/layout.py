@@ -23,6 +23,9 @@ def frame(title: str) -> Iterator[None]:
             ui.label("gooseui").classes("text-xl font-semibold")
             ui.label(title).classes("text-sm text-slate-300")
         with ui.row().classes("items-center gap-4 text-sm"):
+            with ui.row().classes("items-center gap-1").mark("cluster"):
+                ui.icon("hub")
+                ui.label(f"Cluster: {rt.cluster_label}")
             with ui.row().classes("items-center gap-1").mark("database"):
                 ui.icon("storage")
                 ui.label(f"Database: {rt.database_label}")

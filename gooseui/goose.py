@@ -1,0 +1,113 @@
+"""Client of the Goose API that runs in a project's pod (DESIGN section 6).
+
+One pooled HTTP client for endpoints behind the Kubernetes API server's service proxy
+(with the cluster's TLS settings and credentials, refreshed per request) and one for
+direct endpoints (in-cluster Service or an external route).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, Generator
+
+import httpx
+
+from gooseui.cluster.client import KubeClient
+from gooseui.logs import log
+
+logger = logging.getLogger("gooseui.goose")
+
+HEALTH_PATH = "/api/v1/health"
+
+
+class GooseUnreachable(Exception):
+    """The pod's Goose API could not be reached or answered with a failure."""
+
+    def __init__(self, message: str, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.timeout = timeout
+
+
+class _ClusterAuth(httpx.Auth):
+    """Adds the API server credentials (a fresh token each time) to proxied requests."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        raise RuntimeError("the Goose client is async only")
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        for key, value in (await self.kube.auth_headers()).items():
+            request.headers[key] = value
+        yield request
+
+
+class GooseClient:
+    """Calls to Goose APIs of any project, through pooled connections."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+        self._proxied: httpx.AsyncClient | None = None
+        self._direct: httpx.AsyncClient | None = None
+
+    def client_for(self, endpoint: str) -> httpx.AsyncClient:
+        """The pooled client for an endpoint: through the API server, or direct."""
+        server = (self.kube.info.server or "").rstrip("/")
+        timeout = httpx.Timeout(10.0, read=30.0)
+        limits = httpx.Limits(max_connections=500, max_keepalive_connections=100)
+        if server and endpoint.startswith(server + "/"):
+            if self._proxied is None:
+                self._proxied = httpx.AsyncClient(
+                    verify=self.kube.ssl_context(),
+                    auth=_ClusterAuth(self.kube),
+                    timeout=timeout,
+                    limits=limits,
+                )
+            return self._proxied
+        if self._direct is None:
+            self._direct = httpx.AsyncClient(timeout=timeout, limits=limits)
+        return self._direct
+
+    async def close(self) -> None:
+        for client in (self._proxied, self._direct):
+            if client is not None:
+                await client.aclose()
+        self._proxied = self._direct = None
+
+    async def health(self, endpoint: str, wait_seconds: float = 5.0) -> dict:
+        """The health document; raises `GooseUnreachable` unless it says ok."""
+        started = time.perf_counter()
+        try:
+            response = await self.client_for(endpoint).get(
+                endpoint + HEALTH_PATH, timeout=wait_seconds
+            )
+        except httpx.TimeoutException as exc:
+            raise GooseUnreachable(
+                f"The agent did not answer its health check in time ({exc}).", timeout=True
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise GooseUnreachable(f"The agent cannot be reached: {exc}") from exc
+        finally:
+            log(
+                logger,
+                "goose.call",
+                method="GET",
+                path=HEALTH_PATH,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+        if response.status_code != 200:
+            raise GooseUnreachable(
+                f"The agent's health check answered {response.status_code}: {response.text[:200]}"
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict) or body.get("status") != "ok":
+            raise GooseUnreachable(f"The agent reports it is not healthy: {response.text[:200]}")
+        return body

@@ -1,0 +1,460 @@
+"""Project environments switched on and off (DESIGN section 4).
+
+Every transition is a compare-and-set in MongoDB, so two requests cannot both start one.
+The cluster work of a transition runs in a task of its own: a caller that goes away (a
+closed browser, a dropped HTTP request) does not leave a project stuck half-way; callers
+that wait share the task's outcome. Failures are classified, the Deployment is scaled back
+to 0, and the project keeps a reason code and a message for the operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Coroutine
+from typing import Any
+
+from gooseui.cluster import manifests
+from gooseui.cluster.client import ClusterUnavailable, KubeError
+from gooseui.cluster.endpoints import resolve
+from gooseui.cluster.environment import Environments
+from gooseui.cluster.readiness import Verdict
+from gooseui.config import Settings
+from gooseui.errors import Conflict, GooseUIError, UpstreamFailed, UpstreamTimeout
+from gooseui.events import EventBus, ProjectEvent
+from gooseui.goose import GooseClient, GooseUnreachable
+from gooseui.logs import log, request_id
+from gooseui.models import Project, Status
+from gooseui.store import ProjectStore, now
+
+logger = logging.getLogger("gooseui.lifecycle")
+
+HEALTH_ATTEMPTS_SECONDS = 15.0
+SCALE_DOWN_SECONDS = 60.0
+DELETE_SECONDS = 120.0
+
+
+class Failure(Exception):
+    """A classified failure of a transition: reason code and operator text."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+    def to_error(self) -> GooseUIError:
+        if self.reason == "ClusterUnavailable":
+            return ClusterUnavailable(self.message)
+        if self.reason == "Timeout":
+            return UpstreamTimeout(self.message, code="Timeout")
+        return UpstreamFailed(self.message, code=self.reason)
+
+
+def classify(exc: BaseException) -> Failure:
+    """Name what went wrong in a cluster call."""
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, ClusterUnavailable):
+        return Failure("ClusterUnavailable", exc.detail)
+    if isinstance(exc, KubeError):
+        if exc.status in (401, 403):
+            return Failure(
+                "Forbidden",
+                f"The console's Kubernetes credentials were refused "
+                f"({exc.status} {exc.reason}): {exc.message}",
+            )
+        return Failure(
+            "ClusterError",
+            f"The Kubernetes API refused a request ({exc.status} {exc.reason}): {exc.message}",
+        )
+    if isinstance(exc, GooseUnreachable):
+        return Failure("Timeout" if exc.timeout else "HealthCheckFailed", exc.message)
+    return Failure("InternalError", f"{type(exc).__name__}: {exc}")
+
+
+class Lifecycle:
+    """Activation, deactivation and deletion of project environments."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ProjectStore,
+        bus: EventBus,
+        environments: Environments | None,
+        goose: GooseClient | None,
+        cluster_problem: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.environments = environments
+        self.goose = goose
+        self.cluster_problem = cluster_problem
+        self._tasks: dict[tuple[str, str], asyncio.Task[Project]] = {}
+
+    # plumbing --------------------------------------------------------------------------
+
+    def publish(
+        self,
+        project: Project | dict[str, Any],
+        status: str,
+        step: str,
+        message: str,
+        reason: str | None = None,
+    ) -> None:
+        user_id = project.user_id if isinstance(project, Project) else project["user_id"]
+        project_id = project.project_id if isinstance(project, Project) else project["project_id"]
+        self.bus.publish(ProjectEvent(user_id, project_id, str(status), step, message, reason))
+        log(
+            logger,
+            "project.event",
+            user_id=user_id,
+            project_id=project_id,
+            status=status,
+            step=step,
+            message=message,
+            reason=reason,
+        )
+
+    def _envs(self) -> Environments:
+        if self.environments is None:
+            raise ClusterUnavailable(self.cluster_problem or "No Kubernetes cluster is configured.")
+        return self.environments
+
+    def _start(self, project: Project, work: Coroutine[Any, Any, Project]) -> asyncio.Task[Project]:
+        key = (project.user_id, project.project_id)
+        task = asyncio.create_task(work, name=f"lifecycle {key}")
+        self._tasks[key] = task
+
+        def done(finished: asyncio.Task[Project]) -> None:
+            if self._tasks.get(key) is finished:
+                del self._tasks[key]
+            if not finished.cancelled():
+                finished.exception()  # retrieved: a caller that did not wait is not warned
+
+        task.add_done_callback(done)
+        return task
+
+    async def _outcome(self, task: asyncio.Task[Project], wait: bool, started: Project) -> Project:
+        if not wait:
+            return started
+        return await asyncio.shield(task)
+
+    async def _transition(
+        self,
+        project: Project,
+        allowed: list[Status],
+        target: Status,
+        changes: dict[str, Any] | None = None,
+    ) -> Project:
+        doc = await self.store.compare_and_set(
+            project.user_id, project.project_id, allowed, {"status": str(target), **(changes or {})}
+        )
+        if doc is None:
+            current = await self.store.get(project.user_id, project.project_id)
+            status = current["status"] if current else "deleted"
+            raise Conflict(
+                f"Project {project.name!r} is {status}; it cannot go {target} now.",
+                code="InTransition",
+            )
+        return Project.from_document(doc)
+
+    async def _fail(
+        self, project: Project, from_status: Status, failure: Failure, prefix: str = ""
+    ) -> None:
+        message = prefix + failure.message
+        doc = await self.store.compare_and_set(
+            project.user_id,
+            project.project_id,
+            [from_status],
+            {
+                "status": str(Status.FAILED),
+                "status_reason": failure.reason,
+                "status_message": message,
+                "desired_replicas": 0,
+                "endpoint": None,
+            },
+        )
+        if doc is not None:
+            self.publish(project, Status.FAILED, "failed", message, failure.reason)
+
+    async def close(self) -> None:
+        """Cancel running transitions (the next start reconciles what they left)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def running(self, user_id: str, project_id: str) -> bool:
+        return (user_id, project_id) in self._tasks
+
+    # activate --------------------------------------------------------------------------
+
+    async def activate(self, project: Project, wait: bool = True) -> Project:
+        if project.status == Status.ACTIVE:
+            return project
+        if project.status.in_transition:
+            raise Conflict(
+                f"Project {project.name!r} is {project.status}; wait until it settles.",
+                code="InTransition",
+            )
+        self._envs()
+        started = await self._transition(
+            project,
+            [Status.INACTIVE, Status.FAILED],
+            Status.ACTIVATING,
+            {
+                "status_reason": None,
+                "status_message": "Activation started",
+                "desired_replicas": 1,
+                "cluster_objects": True,
+            },
+        )
+        self.publish(started, Status.ACTIVATING, "start", "Activation started")
+        task = self._start(started, self._activate(started))
+        return await self._outcome(task, wait, started)
+
+    async def _activate(self, project: Project) -> Project:
+        envs = self._envs()
+        uid, pid = project.user_id, project.project_id
+        timeout = self.settings.activation_timeout
+        last = {"step": "start", "message": "Activation started"}
+        began = time.monotonic()
+
+        async def step(name: str, message: str, work: Awaitable[Any]) -> Any:
+            last.update(step=name, message=message)
+            self.publish(project, Status.ACTIVATING, name, message)
+            return await work
+
+        async def progress(verdict: Verdict) -> None:
+            last.update(step=verdict.step, message=verdict.progress)
+            self.publish(project, Status.ACTIVATING, verdict.step, verdict.progress)
+
+        try:
+            async with asyncio.timeout(timeout):
+                namespace = envs.namespace(uid)
+                await step(
+                    "namespace", f"Preparing namespace {namespace}", envs.ensure_namespace(uid)
+                )
+                await step(
+                    "apply",
+                    "Applying the Deployment, Service and route",
+                    envs.apply_project(uid, pid, 1),
+                )
+                verdict = await envs.wait_ready(
+                    uid, pid, progress, self.settings.unschedulable_grace
+                )
+                if verdict.failed:
+                    raise Failure(verdict.reason or "Failed", verdict.message or "")
+                route = await envs.get_route(uid, pid)
+                endpoint = resolve(self.settings, envs.kube, uid, pid, route is not None)
+                await step("health", "Checking the agent's health", self._healthy(endpoint))
+        except TimeoutError:
+            failure = Failure(
+                "Timeout",
+                f"The environment was not ready within {timeout:g} s "
+                f"(last step: {last['message']}).",
+            )
+            await self._rollback(project, failure)
+            raise failure.to_error() from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failure = classify(exc)
+            if failure.reason == "InternalError":
+                logger.exception("activation failed unexpectedly")
+            await self._rollback(project, failure)
+            raise failure.to_error() from None
+        doc = await self.store.compare_and_set(
+            uid,
+            pid,
+            [Status.ACTIVATING],
+            {
+                "status": str(Status.ACTIVE),
+                "endpoint": endpoint,
+                "status_reason": None,
+                "status_message": None,
+                "last_activated_at": now(),
+                "ingress": route["metadata"]["name"] if route else None,
+            },
+        )
+        if doc is None:  # cannot happen while this task holds the transition; be explicit
+            raise Conflict("The project changed during activation.", code="InTransition")
+        log(
+            logger,
+            "project.activated",
+            user_id=uid,
+            project_id=pid,
+            ms=round((time.monotonic() - began) * 1000),
+            endpoint=endpoint,
+        )
+        active = Project.from_document(doc)
+        self.publish(active, Status.ACTIVE, "ready", f"Active at {endpoint}")
+        return active
+
+    async def _healthy(self, endpoint: str) -> None:
+        """The health check, retried briefly: a proxy or route may trail the pod's readiness."""
+        assert self.goose is not None
+        deadline = time.monotonic() + HEALTH_ATTEMPTS_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                await self.goose.health(endpoint)
+                return
+            except GooseUnreachable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise Failure(
+                        "HealthCheckFailed",
+                        f"The pod is ready but the agent's health check fails: {exc.message}",
+                    ) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _rollback(self, project: Project, failure: Failure) -> None:
+        """Scale back to 0 (best effort, bounded), then record the failure."""
+        try:
+            async with asyncio.timeout(15):
+                await self._envs().scale(project.user_id, project.project_id, 0)
+        except Exception as exc:  # the cluster may be the thing that failed
+            log(
+                logger,
+                "project.scale_down_failed",
+                logging.WARNING,
+                user_id=project.user_id,
+                project_id=project.project_id,
+                error=str(exc),
+            )
+        await self._fail(project, Status.ACTIVATING, failure)
+
+    # deactivate ------------------------------------------------------------------------
+
+    async def deactivate(self, project: Project, wait: bool = True) -> Project:
+        if project.status == Status.INACTIVE:
+            return project
+        if project.status.in_transition:
+            raise Conflict(
+                f"Project {project.name!r} is {project.status}; wait until it settles.",
+                code="InTransition",
+            )
+        if self.environments is None and project.status == Status.FAILED:
+            # nothing can be running without a cluster: just clear the failure
+            doc = await self._transition(
+                project,
+                [Status.FAILED],
+                Status.INACTIVE,
+                {"status_reason": None, "status_message": None},
+            )
+            self.publish(doc, Status.INACTIVE, "stopped", "Failure cleared")
+            return doc
+        self._envs()
+        started = await self._transition(
+            project, [Status.ACTIVE, Status.FAILED], Status.DEACTIVATING, {"desired_replicas": 0}
+        )
+        self.publish(started, Status.DEACTIVATING, "start", "Deactivation started")
+        task = self._start(started, self._deactivate(started))
+        return await self._outcome(task, wait, started)
+
+    async def _deactivate(self, project: Project) -> Project:
+        envs = self._envs()
+        uid, pid = project.user_id, project.project_id
+        note = None
+        try:
+            self.publish(project, Status.DEACTIVATING, "scale", "Scaling the Deployment to 0")
+            await envs.scale(uid, pid, 0)
+            self.publish(project, Status.DEACTIVATING, "terminating", "Waiting for the pod to stop")
+            if not await envs.wait_pods_gone(uid, pid, SCALE_DOWN_SECONDS):
+                note = f"The pod was still terminating after {SCALE_DOWN_SECONDS:g} s."
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failure = classify(exc)
+            await self._fail(
+                project,
+                Status.DEACTIVATING,
+                failure,
+                prefix="The environment could not be stopped: ",
+            )
+            raise failure.to_error() from None
+        doc = await self.store.compare_and_set(
+            uid,
+            pid,
+            [Status.DEACTIVATING],
+            {
+                "status": str(Status.INACTIVE),
+                "endpoint": None,
+                "status_reason": None,
+                "status_message": note,
+            },
+        )
+        if doc is None:
+            raise Conflict("The project changed during deactivation.", code="InTransition")
+        inactive = Project.from_document(doc)
+        self.publish(inactive, Status.INACTIVE, "stopped", note or "Stopped")
+        return inactive
+
+    # delete ----------------------------------------------------------------------------
+
+    async def delete(self, project: Project) -> None:
+        if project.status.in_transition:
+            raise Conflict(
+                f"Project {project.name!r} is {project.status}; wait until it settles.",
+                code="InTransition",
+            )
+        doc = await self.store.get(project.user_id, project.project_id) or {}
+        touched = bool(doc.get("cluster_objects"))
+        if touched:
+            self._envs()
+        started = await self._transition(
+            project, [Status.INACTIVE, Status.ACTIVE, Status.FAILED], Status.DELETING
+        )
+        self.publish(started, Status.DELETING, "start", "Deletion started")
+        task = self._start(started, self._delete(started, touched))
+        await asyncio.shield(task)
+
+    async def _delete(self, project: Project, touched: bool) -> Project:
+        uid, pid = project.user_id, project.project_id
+        try:
+            if touched:
+                envs = self._envs()
+                self.publish(
+                    project, Status.DELETING, "delete", "Deleting the route, Service and Deployment"
+                )
+                if not await envs.delete_project(uid, pid, DELETE_SECONDS):
+                    raise Failure(
+                        "Timeout", f"The cluster objects were not gone within {DELETE_SECONDS:g} s."
+                    )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failure = classify(exc)
+            await self._fail(project, Status.DELETING, failure, prefix="Deletion failed: ")
+            raise failure.to_error() from None
+        await self.store.delete(uid, pid, [Status.DELETING])
+        self.publish(project, "deleted", "deleted", f"Project {project.name!r} deleted")
+        await self._maybe_delete_namespace(project)
+        return project
+
+    async def _maybe_delete_namespace(self, project: Project) -> None:
+        """The user's last project takes the namespace with it, unless told to keep it."""
+        if self.settings.keep_namespaces or self.environments is None:
+            return
+        if await self.store.count(project.user_id):
+            return
+        try:
+            if await self.environments.delete_namespace(project.user_id):
+                log(
+                    logger,
+                    "namespace.deleted",
+                    user_id=project.user_id,
+                    namespace=manifests.namespace_name(self.settings, project.user_id),
+                )
+        except Exception as exc:  # the project is gone; a leftover namespace is only tidy-up
+            log(
+                logger,
+                "namespace.delete_failed",
+                logging.WARNING,
+                user_id=project.user_id,
+                error=str(exc),
+                request_id=request_id.get(),
+            )
