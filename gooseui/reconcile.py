@@ -45,9 +45,12 @@ class Report:
 
 async def reconcile(store: ProjectStore, envs: Environments, bus: EventBus) -> Report:
     report = Report()
+    # only namespaces with this console's prefix are its own; another console may share the cluster
+    prefix = envs.settings.namespace_prefix
     deployments = {
         (d["metadata"]["namespace"], d["metadata"]["name"]): d
         for d in await envs.list_managed_deployments()
+        if d["metadata"]["namespace"].startswith(prefix)
     }
     known: set[tuple[str, str]] = set()
     for doc in await store.list_all():

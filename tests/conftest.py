@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import runpy
+import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from nicegui import core
 from nicegui.testing import User
+from nicegui.testing.general import nicegui_reset_globals
 from nicegui.testing.general_fixtures import get_path_to_main_file
 from nicegui.testing.user_simulation import user_simulation
 
+from gooseui.devcluster import AgentSettings, Delays, SimClusterThread
 from gooseui.embedded import EmbeddedMongo
 from gooseui.store import Document, ProjectStore, create_client
 
@@ -39,9 +47,48 @@ async def mongo_uri() -> AsyncIterator[str]:
     await server.stop()
 
 
+FAST = Delays(
+    schedule=0.02,
+    pull=0.05,
+    start=0.02,
+    ready=0.05,
+    terminate=0.05,
+    crash=0.1,
+    backoff=0.15,
+    backoff_max=0.6,
+    probe_period=0.2,
+    namespace_finalize=0.05,
+)
+AGENT = AgentSettings(delta_delay=0.01, keepalive=0.3, tool_delay=0.02)
+
+
+@pytest.fixture(scope="session")
+def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimClusterThread]:
+    """One simulated cluster for the session, on its own loop, reached over HTTPS."""
+    cluster = SimClusterThread(tmp_path_factory.mktemp("console-sim"), delays=FAST, agent=AGENT)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def console_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mongo_uri: str) -> dict[str, str]:
-    """A clean environment for one console: its own database name and data directory."""
+def sim(sim_cluster: SimClusterThread) -> Iterator[SimClusterThread]:
+    """The session's simulated cluster, with faults cleared after the test."""
+    yield sim_cluster
+    sim_cluster.clear_faults()
+    sim_cluster.set_nodes_schedulable(True)
+    sim_cluster.set_agent(**AGENT.__dict__)
+
+
+@pytest.fixture
+def console_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mongo_uri: str, sim: SimClusterThread
+) -> dict[str, str]:
+    """A clean environment for one console: its own database, data directory and namespaces.
+
+    The console reaches the simulated cluster only through the kubeconfig it writes. HOME
+    points at the test's directory so that no ~/.kube/config of the machine is picked up.
+    """
     for name in list(os.environ):
         if name.startswith(CONSOLE_ENV_PREFIXES) and not name.startswith("GOOSEUI_TEST_"):
             monkeypatch.delenv(name)
@@ -49,19 +96,65 @@ def console_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mongo_uri: str)
         "MONGO_URI": mongo_uri,
         "MONGO_DB": f"t_{uuid.uuid4().hex[:12]}",
         "GOOSEUI_DATA_DIR": str(tmp_path / "data"),
+        "HOME": str(tmp_path),
+        "KUBECONFIG": str(sim.kubeconfig_path),
+        "NAMESPACE_PREFIX": f"t{uuid.uuid4().hex[:6]}-",
+        "GOOSEUI_UNSCHEDULABLE_GRACE": "0",
+        "GOOSEUI_ACTIVATION_TIMEOUT": "20",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
 
 
+@asynccontextmanager
+async def console(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """Start the whole console (routes, middleware, lifespan) and talk to it over ASGI."""
+    async with user_simulation(main_file=get_path_to_main_file(request)) as user:
+        yield user.http_client
+
+
+@asynccontextmanager
+async def live_console(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The console served by uvicorn on a free loopback port, for tests that need streaming.
+
+    httpx's ASGI transport collects a whole response before returning it, so server-sent
+    events are tested over real HTTP.
+    """
+    with nicegui_reset_globals():
+        os.environ["NICEGUI_USER_SIMULATION"] = "true"  # ui.run configures without serving
+        try:
+            runpy.run_path(str(get_path_to_main_file(request)), run_name="__main__")
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    core.app, host="127.0.0.1", port=port, lifespan="on", log_level="warning"
+                )
+            )
+            task = asyncio.create_task(server.serve())
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("the console stopped while starting")
+                await asyncio.sleep(0.01)
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                server.should_exit = True
+                await task
+        finally:
+            os.environ.pop("NICEGUI_USER_SIMULATION", None)
+
+
 @pytest.fixture
 async def client(
     console_env: dict[str, str], request: pytest.FixtureRequest
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on the whole console app (routes, middleware, lifespan), over ASGI."""
-    async with user_simulation(main_file=get_path_to_main_file(request)) as user:
-        yield user.http_client
+    """An HTTP client on a console started with `console_env`."""
+    async with console(request) as http:
+        yield http
 
 
 @pytest.fixture

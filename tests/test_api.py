@@ -56,14 +56,14 @@ async def test_health_and_users(client: httpx.AsyncClient) -> None:
     ]
 
 
-async def test_create_get_list(client: httpx.AsyncClient) -> None:
+async def test_create_get_list(client: httpx.AsyncClient, console_env: dict[str, str]) -> None:
     project = await create(client, "  Market analysis  ")
     assert set(project) == PROJECT_KEYS
     pid = project["project_id"]
     assert len(pid) == 8 and pid.isalnum() and pid == pid.lower()
     assert project["name"] == "Market analysis"
     assert project["status"] == "inactive"
-    assert project["namespace"] == "user-alice"
+    assert project["namespace"] == console_env["NAMESPACE_PREFIX"] + "alice"
     assert project["deployment"] == project["service"] == f"proj-{pid}-api"
     assert project["created_at"].endswith("Z") and project["last_activated_at"] is None
     assert (await client.get(f"/users/alice/projects/{pid}")).json() == project

@@ -1,0 +1,419 @@
+"""Environment lifecycle against the simulated cluster, over HTTP, through kubernetes-asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+
+from gooseui.devcluster import SimClusterThread
+from tests.conftest import console, live_console
+
+
+@pytest.fixture(scope="session")
+async def kube(sim_cluster: SimClusterThread) -> AsyncIterator[k8s.ApiClient]:
+    """An independent view of the cluster: kubernetes-asyncio on the simulator's kubeconfig."""
+    configuration = k8s.Configuration()
+    await k8s_config.load_kube_config(
+        config_file=str(sim_cluster.kubeconfig_path), client_configuration=configuration
+    )
+    async with k8s.ApiClient(configuration) as api:
+        yield api
+
+
+async def deployment(kube: k8s.ApiClient, project: dict[str, Any]) -> dict[str, Any] | None:
+    response = await k8s.AppsV1Api(kube).read_namespaced_deployment(
+        project["deployment"], project["namespace"], _preload_content=False
+    )
+    body = json.loads(await response.read())
+    if response.status == 404:
+        return None
+    assert response.status == 200, body
+    return body
+
+
+async def pods(kube: k8s.ApiClient, project: dict[str, Any]) -> list[dict[str, Any]]:
+    response = await k8s.CoreV1Api(kube).list_namespaced_pod(
+        project["namespace"],
+        label_selector=f"gooseui.io/project-id={project['project_id']}",
+        _preload_content=False,
+    )
+    return json.loads(await response.read())["items"]
+
+
+async def new_project(client: httpx.AsyncClient, name: str = "Env", user: str = "alice") -> dict:
+    response = await client.post(f"/users/{user}/projects", json={"name": name})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def url(project: dict[str, Any], action: str = "") -> str:
+    base = f"/users/{project['user_id']}/projects/{project['project_id']}"
+    return f"{base}/{action}" if action else base
+
+
+async def test_activate_deactivate_delete(
+    client: httpx.AsyncClient, kube: k8s.ApiClient, console_env: dict[str, str]
+) -> None:
+    project = await new_project(client)
+    assert await deployment(kube, project) is None  # create makes no cluster call
+
+    response = await client.post(url(project, "activate"))
+    assert response.status_code == 200, response.text
+    active = response.json()
+    assert active["status"] == "active" and active["status_reason"] is None
+    assert active["endpoint"].endswith(
+        f"/api/v1/namespaces/{project['namespace']}/services/{project['service']}:3001/proxy"
+    )
+    assert active["last_activated_at"] is not None
+    again = await client.post(url(project, "activate"))
+    assert again.status_code == 200 and again.json()["updated_at"] == active["updated_at"]
+
+    dep = await deployment(kube, project)
+    assert dep is not None and dep["spec"]["replicas"] == 1
+    labels = {
+        "app.kubernetes.io/name": "goose-api",
+        "app.kubernetes.io/instance": f"proj-{project['project_id']}",
+        "app.kubernetes.io/managed-by": "gooseui",
+        "gooseui.io/user-id": "alice",
+        "gooseui.io/project-id": project["project_id"],
+    }
+    assert labels.items() <= dep["metadata"]["labels"].items()
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    pod_spec = dep["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    assert container["name"] == "goose-api" and container["image"] == "goose-api:latest"
+    assert container["ports"][0]["containerPort"] == 3001
+    assert container["ports"][0]["name"] == "http"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["USER_ID"] == "alice" and env["PROJECT_ID"] == project["project_id"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/v1/health"
+    assert container["startupProbe"]["httpGet"]["path"] == "/api/v1/health"
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert pod_spec["securityContext"]["runAsUser"] == 1000
+    assert pod_spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    namespace = json.loads(
+        await (
+            await k8s.CoreV1Api(kube).read_namespace(project["namespace"], _preload_content=False)
+        ).read()
+    )
+    for mode in ("enforce", "warn", "audit"):
+        assert namespace["metadata"]["labels"][f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    service = json.loads(
+        await (
+            await k8s.CoreV1Api(kube).read_namespaced_service(
+                project["service"], project["namespace"], _preload_content=False
+            )
+        ).read()
+    )
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"][0]["port"] == 3001
+    assert [p for p in await pods(kube, project) if p["status"].get("phase") == "Running"]
+
+    stopped = await client.post(url(project, "deactivate"))
+    assert stopped.status_code == 200 and stopped.json()["status"] == "inactive"
+    assert stopped.json()["endpoint"] is None
+    assert (await deployment(kube, project))["spec"]["replicas"] == 0
+    assert await pods(kube, project) == []
+    assert (await client.post(url(project, "deactivate"))).json()["status"] == "inactive"
+
+    assert (await client.post(url(project, "activate"))).json()["status"] == "active"
+    deleted = await client.delete(url(project))
+    assert deleted.status_code == 204
+    assert await deployment(kube, project) is None
+    assert await pods(kube, project) == []
+    assert (await client.get(url(project))).status_code == 404
+    # the user's last project took the namespace with it
+    listing = json.loads(
+        await (await k8s.CoreV1Api(kube).list_namespace(_preload_content=False)).read()
+    )
+    phases = {n["metadata"]["name"]: n["status"].get("phase") for n in listing["items"]}
+    assert phases.get(project["namespace"]) in (None, "Terminating")
+
+
+async def test_delete_inactive_and_never_activated(
+    client: httpx.AsyncClient, kube: k8s.ApiClient
+) -> None:
+    keep = await new_project(client, "Keep")
+    never = await new_project(client, "Never")
+    activated = await new_project(client, "Once")
+    assert (await client.post(url(activated, "activate"))).status_code == 200
+    assert (await client.post(url(activated, "deactivate"))).status_code == 200
+    assert (await client.delete(url(activated))).status_code == 204
+    assert await deployment(kube, activated) is None
+    assert (await client.delete(url(never))).status_code == 204
+    # another project remains, so the namespace stays
+    ns = await k8s.CoreV1Api(kube).read_namespace(keep["namespace"], _preload_content=False)
+    assert json.loads(await ns.read())["status"]["phase"] == "Active"
+
+
+async def test_events_stream_progress(
+    console_env: dict[str, str], request: pytest.FixtureRequest
+) -> None:
+    async with live_console(request) as base, httpx.AsyncClient(base_url=base) as client:
+        await _events_stream_progress(client)
+
+
+async def _events_stream_progress(client: httpx.AsyncClient) -> None:
+    project = await new_project(client)
+    seen: list[dict[str, Any]] = []
+
+    async def listen() -> None:
+        async with client.stream("GET", url(project, "events")) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+                    if seen[-1]["status"] == "active":
+                        return
+
+    listener = asyncio.create_task(listen())
+    for _ in range(500):
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    assert seen[0]["step"] == "current" and seen[0]["status"] == "inactive"
+    response = await client.post(url(project, "activate"), params={"wait": "false"})
+    assert response.status_code == 202 and response.json()["status"] == "activating"
+    await asyncio.wait_for(listener, 15)
+    steps = [e["step"] for e in seen]
+    assert steps[:4] == ["current", "start", "namespace", "apply"]
+    assert "health" in steps and steps[-1] == "ready"
+    assert all(set(e) >= {"project_id", "status", "step", "message", "at"} for e in seen)
+    assert (await client.get(url(project))).json()["status"] == "active"
+
+
+async def test_events_of_unknown_project(client: httpx.AsyncClient) -> None:
+    response = await client.get("/users/alice/projects/abcdefgh/events")
+    assert response.status_code == 404 and response.json()["code"] == "ProjectNotFound"
+
+
+@pytest.mark.parametrize(
+    ("image", "code", "words"),
+    [
+        ("goose-api:pull-error", "ImagePullFailed", "cannot be pulled"),
+        ("goose-api:crash", "CrashLoop", "exit code 1"),
+        ("goose-api:oom", "CrashLoop", "OOMKilled"),
+    ],
+)
+async def test_classified_image_failures(
+    console_env: dict[str, str],
+    kube: k8s.ApiClient,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    image: str,
+    code: str,
+    words: str,
+) -> None:
+    monkeypatch.setenv("ACR_IMAGE", image)
+    async with console(request) as client:
+        project = await new_project(client)
+        response = await client.post(url(project, "activate"))
+        assert response.status_code == 502, response.text
+        assert response.json()["code"] == code
+        assert words in response.json()["detail"]
+        stored = (await client.get(url(project))).json()
+        assert stored["status"] == "failed" and stored["status_reason"] == code
+        assert words in stored["status_message"]
+        assert (await deployment(kube, project))["spec"]["replicas"] == 0
+        # a failed project can be retried (and fails the same way), deactivated or deleted
+        assert (await client.post(url(project, "activate"))).status_code == 502
+        cleared = await client.post(url(project, "deactivate"))
+        assert cleared.json()["status"] == "inactive" and cleared.json()["status_reason"] is None
+        assert (await client.delete(url(project))).status_code == 204
+
+
+async def test_unschedulable(
+    client: httpx.AsyncClient, sim: SimClusterThread, kube: k8s.ApiClient
+) -> None:
+    project = await new_project(client)
+    sim.set_nodes_schedulable(False)
+    response = await client.post(url(project, "activate"))
+    assert response.status_code == 502 and response.json()["code"] == "Unschedulable"
+    assert "No node can run" in response.json()["detail"]
+    assert (await deployment(kube, project))["spec"]["replicas"] == 0
+    sim.set_nodes_schedulable(True)
+    assert (await client.post(url(project, "activate"))).json()["status"] == "active"
+
+
+async def test_quota_exceeded(
+    console_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    kube: k8s.ApiClient,
+) -> None:
+    monkeypatch.setenv("GOOSEUI_QUOTA_PODS", "0")
+    async with console(request) as client:
+        project = await new_project(client)
+        response = await client.post(url(project, "activate"))
+        assert response.status_code == 502 and response.json()["code"] == "QuotaExceeded"
+        assert "exceeded quota" in response.json()["detail"]
+        stored = (await client.get(url(project))).json()
+        assert stored["status"] == "failed" and stored["status_reason"] == "QuotaExceeded"
+        assert (await deployment(kube, project))["spec"]["replicas"] == 0
+
+
+async def test_readiness_that_never_comes_times_out(
+    console_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    kube: k8s.ApiClient,
+) -> None:
+    monkeypatch.setenv("ACR_IMAGE", "goose-api:never-ready")
+    monkeypatch.setenv("GOOSEUI_ACTIVATION_TIMEOUT", "1.5")
+    async with console(request) as client:
+        project = await new_project(client)
+        response = await client.post(url(project, "activate"))
+        assert response.status_code == 504 and response.json()["code"] == "Timeout"
+        assert "not ready within 1.5 s" in response.json()["detail"]
+        stored = (await client.get(url(project))).json()
+        assert stored["status"] == "failed" and stored["status_reason"] == "Timeout"
+        assert (await deployment(kube, project))["spec"]["replicas"] == 0
+
+
+async def test_api_errors_are_retried(client: httpx.AsyncClient, sim: SimClusterThread) -> None:
+    project = await new_project(client)
+    sim.fail_requests("/apis/apps/v1/namespaces", 503, count=2)
+    sim.fail_requests("/api/v1/namespaces", 429, count=1, retry_after=0.2)
+    response = await client.post(url(project, "activate"))
+    assert response.status_code == 200, response.text
+
+
+async def test_api_down_is_cluster_unavailable(
+    client: httpx.AsyncClient, sim: SimClusterThread, kube: k8s.ApiClient
+) -> None:
+    project = await new_project(client)
+    sim.fail_requests(
+        f"/apis/apps/v1/namespaces/{project['namespace']}/deployments",
+        503,
+        count=None,
+        method="PATCH",
+    )
+    response = await client.post(url(project, "activate"))
+    assert response.status_code == 503 and response.json()["code"] == "ClusterUnavailable"
+    assert "keeps failing" in response.json()["detail"]
+    stored = (await client.get(url(project))).json()
+    assert stored["status"] == "failed" and stored["status_reason"] == "ClusterUnavailable"
+    dep = await deployment(kube, project)
+    assert dep is None or dep["spec"]["replicas"] == 0
+    sim.clear_faults()
+    assert (await client.post(url(project, "activate"))).json()["status"] == "active"
+
+
+async def test_forbidden(client: httpx.AsyncClient, sim: SimClusterThread) -> None:
+    project = await new_project(client)
+    sim.fail_requests(
+        "/api/v1/namespaces",
+        403,
+        count=None,
+        method="PATCH",
+        message='namespaces is forbidden: User "gooseui" cannot patch resource',
+    )
+    response = await client.post(url(project, "activate"))
+    assert response.status_code == 502 and response.json()["code"] == "Forbidden"
+    assert "cannot patch" in response.json()["detail"]
+
+
+async def test_concurrent_activations_start_one(
+    client: httpx.AsyncClient, kube: k8s.ApiClient
+) -> None:
+    project = await new_project(client)
+    responses = await asyncio.gather(*[client.post(url(project, "activate")) for _ in range(10)])
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) == 1 and statuses.count(409) == 9, statuses
+    assert all(r.json()["code"] == "InTransition" for r in responses if r.status_code == 409)
+    assert (await client.get(url(project))).json()["status"] == "active"
+    assert (await deployment(kube, project))["status"]["readyReplicas"] == 1
+
+
+async def test_activate_during_delete_conflicts(
+    client: httpx.AsyncClient, kube: k8s.ApiClient
+) -> None:
+    project = await new_project(client)
+    assert (await client.post(url(project, "activate"))).status_code == 200
+    deleting = asyncio.create_task(client.delete(url(project)))
+    for _ in range(200):
+        if (await client.get(url(project))).json().get("status") == "deleting":
+            break
+        await asyncio.sleep(0.005)
+    conflict = await client.post(url(project, "activate"))
+    assert conflict.status_code == 409 and conflict.json()["code"] == "InTransition"
+    assert (await deleting).status_code == 204
+    assert await deployment(kube, project) is None
+
+
+async def test_no_cluster_configured(
+    console_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    monkeypatch.delenv("KUBECONFIG")
+    async with console(request) as client:
+        project = await new_project(client)
+        response = await client.post(url(project, "activate"))
+        assert response.status_code == 503 and response.json()["code"] == "ClusterUnavailable"
+        assert "KUBECONFIG" in response.json()["detail"]
+        assert (await client.get(url(project))).json()["status"] == "inactive"
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and "cluster" in ready.json()["detail"]
+        renamed = await client.put(url(project), json={"name": "Still works"})
+        assert renamed.status_code == 200
+        assert (await client.delete(url(project))).status_code == 204
+
+
+async def test_restart_mid_activation_is_reconciled(
+    console_env: dict[str, str],
+    request: pytest.FixtureRequest,
+    kube: k8s.ApiClient,
+    sim: SimClusterThread,
+) -> None:
+    sim.set_slow_readiness(5.0)
+    async with console(request) as client:
+        project = await new_project(client)
+        response = await client.post(url(project, "activate"), params={"wait": "false"})
+        assert response.status_code == 202
+        for _ in range(200):
+            if await pods(kube, project):
+                break
+            await asyncio.sleep(0.01)
+    # the console stopped mid-activation: its record still says so
+    sim.set_slow_readiness(0.0)
+    async with console(request) as client:
+        stored = (await client.get(url(project))).json()
+        assert stored["status"] == "failed" and stored["status_reason"] == "Interrupted"
+        assert (await deployment(kube, project))["spec"]["replicas"] == 0
+        ready = (await client.get("/readyz")).json()
+        assert "1 fixed" in ready["checks"]["cluster"]["reconciliation"]["summary"]
+        assert (await client.post(url(project, "activate"))).json()["status"] == "active"
+
+
+async def test_drift_and_orphans_are_reported(
+    console_env: dict[str, str], request: pytest.FixtureRequest, kube: k8s.ApiClient
+) -> None:
+    async with console(request) as client:
+        project = await new_project(client)
+        other = await new_project(client, "Other")
+        for p in (project, other):
+            assert (await client.post(url(p, "activate"))).status_code == 200
+    apps = k8s.AppsV1Api(kube)
+    await apps.delete_namespaced_deployment(project["deployment"], project["namespace"])
+    # a managed Deployment without a record: the record of `other` goes away behind its back
+    from pymongo import AsyncMongoClient
+
+    mongo: AsyncMongoClient = AsyncMongoClient(console_env["MONGO_URI"])
+    await mongo[console_env["MONGO_DB"]]["projects"].delete_one({"project_id": other["project_id"]})
+    await mongo.close()
+    async with console(request) as client:
+        stored = (await client.get(url(project))).json()
+        assert stored["status"] == "failed" and stored["status_reason"] == "Drift"
+        report = (await client.get("/readyz")).json()["checks"]["cluster"]["reconciliation"]
+        assert report["orphans"] == [f"{other['namespace']}/{other['deployment']}"]
+        assert len(report["drift"]) == 1
+    # reported, never deleted
+    assert await deployment(kube, other) is not None
