@@ -19,10 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gooseui.errors import GooseUIError
 from gooseui.events import ProjectEvent
-from gooseui.models import NameIn, Project, User
+from gooseui.models import MessageIn, NameIn, Project, SessionOut, User
 from gooseui.service import ProjectService
 
 KEEPALIVE_SECONDS = 15.0
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class ErrorBody(BaseModel):
@@ -169,6 +170,41 @@ async def events(
 
 def _sse(event: ProjectEvent) -> bytes:
     return b"data: " + json.dumps(event.to_json()).encode() + b"\n\n"
+
+
+@router.post(
+    "/users/{user_id}/projects/{project_id}/messages",
+    tags=["chat"],
+    responses={200: {"content": {"text/event-stream": {}}}, **_errors(404, 409, 422, 502, 504)},
+)
+async def send_message(
+    user_id: str, project_id: str, body: MessageIn, service: Service
+) -> StreamingResponse:
+    """The agent's reply as server-sent events: `session` first, then the agent's events."""
+    reply = await service.send_message(user_id, project_id, body.message, body.session_id)
+    return StreamingResponse(reply.events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.get(
+    "/users/{user_id}/projects/{project_id}/messages",
+    tags=["chat"],
+    responses=_errors(404, 409, 502, 504),
+)
+async def history(user_id: str, project_id: str, service: Service) -> dict[str, Any]:
+    """The current conversation's messages."""
+    return await service.history(user_id, project_id)
+
+
+@router.post(
+    "/users/{user_id}/projects/{project_id}/sessions",
+    status_code=201,
+    response_model=SessionOut,
+    tags=["chat"],
+    responses=_errors(404, 409, 502, 504),
+)
+async def new_session(user_id: str, project_id: str, service: Service) -> SessionOut:
+    """Start a new conversation; it becomes the project's current one."""
+    return SessionOut(session_id=await service.new_session(user_id, project_id))
 
 
 @router.get("/healthz", tags=["health"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, Generator
+from typing import Any
 
 import httpx
 
@@ -19,15 +20,19 @@ from gooseui.logs import log
 logger = logging.getLogger("gooseui.goose")
 
 HEALTH_PATH = "/api/v1/health"
+# A reply stream is read with this socket timeout: the agent's keep-alive comments reset it,
+# so a live stream is never cut, while a stream that goes silent this long is ended.
+STREAM_READ_TIMEOUT = 60.0
 
 
 class GooseUnreachable(Exception):
     """The pod's Goose API could not be reached or answered with a failure."""
 
-    def __init__(self, message: str, timeout: bool = False) -> None:
+    def __init__(self, message: str, timeout: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.timeout = timeout
+        self.status = status
 
 
 class _ClusterAuth(httpx.Auth):
@@ -111,3 +116,81 @@ class GooseClient:
         if not isinstance(body, dict) or body.get("status") != "ok":
             raise GooseUnreachable(f"The agent reports it is not healthy: {response.text[:200]}")
         return body
+
+    async def _call(self, method: str, endpoint: str, path: str, **kwargs: Any) -> httpx.Response:
+        started = time.perf_counter()
+        status = 0
+        try:
+            response = await self.client_for(endpoint).request(method, endpoint + path, **kwargs)
+            status = response.status_code
+            return response
+        except httpx.TimeoutException as exc:
+            raise GooseUnreachable(
+                f"The agent did not answer in time ({method} {path}).", timeout=True
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise GooseUnreachable(f"The agent cannot be reached: {exc}") from exc
+        finally:
+            log(
+                logger,
+                "goose.call",
+                method=method,
+                path=path,
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+
+    async def create_session(self, endpoint: str) -> str:
+        response = await self._call("POST", endpoint, "/api/v1/sessions")
+        if response.status_code not in (200, 201):
+            raise GooseUnreachable(
+                f"The agent refused to start a session "
+                f"({response.status_code}: {response.text[:200]})",
+                status=response.status_code,
+            )
+        return str(response.json()["session_id"])
+
+    async def history(self, endpoint: str, session_id: str) -> dict[str, Any] | None:
+        """The session's messages, or None when the agent does not know the session."""
+        response = await self._call("GET", endpoint, f"/api/v1/sessions/{session_id}/messages")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise GooseUnreachable(
+                f"The agent could not return the history "
+                f"({response.status_code}: {response.text[:200]})",
+                status=response.status_code,
+            )
+        return response.json()
+
+    async def open_reply(self, endpoint: str, session_id: str, message: str) -> httpx.Response:
+        """Send a message and return the open reply stream (status not yet checked).
+
+        The caller must close the response: closing it closes the upstream request at once.
+        """
+        client = self.client_for(endpoint)
+        request = client.build_request(
+            "POST",
+            f"{endpoint}/api/v1/sessions/{session_id}/messages",
+            json={"message": message},
+            headers={"Accept": "text/event-stream"},
+            timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT),
+        )
+        started = time.perf_counter()
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise GooseUnreachable(
+                "The agent did not accept the message in time.", timeout=True
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise GooseUnreachable(f"The agent cannot be reached: {exc}") from exc
+        log(
+            logger,
+            "goose.call",
+            method="POST",
+            path="/api/v1/sessions/{id}/messages",
+            status=response.status_code,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return response

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from gooseui.config import User
 
-__all__ = ["NameIn", "Project", "Status", "User"]
+__all__ = ["MessageIn", "NameIn", "Project", "SessionOut", "Status", "User"]
 
 
 class Status(StrEnum):
@@ -56,3 +56,14 @@ class NameIn(BaseModel):
     """Body of project create and rename; the name's rules live in the service."""
 
     name: str
+
+
+class MessageIn(BaseModel):
+    """Body of a chat message; `session_id` picks a conversation other than the current one."""
+
+    message: str
+    session_id: str | None = None
+
+
+class SessionOut(BaseModel):
+    session_id: str

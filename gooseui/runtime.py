@@ -14,6 +14,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, uri_parser
 
+from gooseui.chat import ChatService
 from gooseui.cluster.client import KubeClient
 from gooseui.cluster.environment import Environments
 from gooseui.config import Settings
@@ -97,7 +98,9 @@ class Runtime:
         self.lifecycle = Lifecycle(
             settings, store, self.bus, environments, self.goose, cluster_problem=info.problem
         )
-        self._service = ProjectService(settings, store, self.bus, self.lifecycle)
+        self._service = ProjectService(
+            settings, store, self.bus, self.lifecycle, ChatService(store, self.goose)
+        )
         if environments is not None:
             await self._reconcile(store, environments)
         else:

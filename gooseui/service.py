@@ -11,6 +11,7 @@ import logging
 import secrets
 import unicodedata
 
+from gooseui.chat import ChatService, Reply
 from gooseui.config import DNS_LABEL, Settings, User
 from gooseui.errors import Conflict, Invalid, NotFound
 from gooseui.events import EventBus, ProjectEvent
@@ -47,12 +48,18 @@ class ProjectService:
     """Users and their projects."""
 
     def __init__(
-        self, settings: Settings, store: ProjectStore, bus: EventBus, lifecycle: Lifecycle
+        self,
+        settings: Settings,
+        store: ProjectStore,
+        bus: EventBus,
+        lifecycle: Lifecycle,
+        chat: ChatService,
     ) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
         self.lifecycle = lifecycle
+        self.chat = chat
         self._users = {user.id: user for user in settings.user_list()}
 
     def _announce(self, project: Project, step: str, message: str) -> None:
@@ -151,3 +158,19 @@ class ProjectService:
 
     async def deactivate(self, user_id: str, project_id: str, wait: bool = True) -> Project:
         return await self.lifecycle.deactivate(await self.get_project(user_id, project_id), wait)
+
+    # chat ------------------------------------------------------------------------------
+
+    async def send_message(
+        self, user_id: str, project_id: str, message: str, session_id: str | None = None
+    ) -> Reply:
+        """Open the agent's reply; every check fails here, before anything streams."""
+        ChatService.check_message(message)
+        project = await self.get_project(user_id, project_id)
+        return await self.chat.send(project, message, session_id)
+
+    async def history(self, user_id: str, project_id: str) -> dict:
+        return await self.chat.history(await self.get_project(user_id, project_id))
+
+    async def new_session(self, user_id: str, project_id: str) -> str:
+        return await self.chat.new_session(await self.get_project(user_id, project_id))

@@ -221,6 +221,16 @@ class ProjectStore:
         )
         return doc
 
+    async def set_session(self, user_id: str, project_id: str, session_id: str | None) -> None:
+        """Remember the project's current Goose session (not a lifecycle transition)."""
+        started = time.perf_counter()
+        async with self._guard("set_session"):
+            await self._collection.update_one(
+                {"user_id": user_id, "project_id": project_id},
+                {"$set": {"goose_session_id": session_id, "updated_at": now()}},
+            )
+        self._logged("set_session", started, user_id=user_id, project_id=project_id)
+
     async def delete(self, user_id: str, project_id: str, expected: Iterable[Status]) -> bool:
         """Remove the record if its status is one of `expected`."""
         started = time.perf_counter()

@@ -1,0 +1,283 @@
+"""Chat with a project's agent: sessions, history, and the reply relay (DESIGN section 6).
+
+The relay forwards the agent's server-sent events whole and unchanged: it splits the raw
+bytes on event boundaries (an event split across network reads is held until complete) and
+never re-serialises them, so it adds almost nothing to the agent's own speed. It begins with
+a `session` event, keeps the caller's connection alive while the agent is silent, reports a
+failure after the start as an `error` event, and closes the upstream request the moment the
+caller goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+
+from gooseui.errors import Conflict, Invalid, UpstreamFailed, UpstreamTimeout
+from gooseui.goose import GooseClient, GooseUnreachable
+from gooseui.logs import log
+from gooseui.models import Project, Status
+from gooseui.store import ProjectStore
+
+logger = logging.getLogger("gooseui.chat")
+
+MAX_MESSAGE_BYTES = 64 * 1024
+KEEPALIVE_SECONDS = 15.0
+KEEPALIVE = b": keep-alive\n\n"
+_BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+
+
+def event_payload(block: bytes) -> dict[str, Any] | None:
+    """The JSON of an event block's `data:` lines, or None for comments and non-JSON data."""
+    data = [line[5:].removeprefix(b" ") for line in block.splitlines() if line.startswith(b"data:")]
+    if not data:
+        return None
+    try:
+        payload = json.loads(b"\n".join(data))
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Complete event blocks at the front of `buffer`, and the incomplete rest."""
+    blocks: list[bytes] = []
+    while True:
+        cut = -1
+        size = 0
+        for boundary in _BOUNDARIES:
+            index = buffer.find(boundary)
+            if index != -1 and (cut == -1 or index < cut):
+                cut, size = index, len(boundary)
+        if cut == -1:
+            return blocks, buffer
+        blocks.append(buffer[: cut + size])
+        buffer = buffer[cut + size :]
+
+
+def _is_comment(block: bytes) -> bool:
+    return all(not line or line.startswith(b":") for line in block.splitlines())
+
+
+class Reply:
+    """An agent's reply in progress; iterate `events()` once, then it is closed."""
+
+    def __init__(
+        self,
+        chat: ChatService,
+        project: Project,
+        session_id: str,
+        response: httpx.Response,
+        keepalive: float,
+    ) -> None:
+        self._chat = chat
+        self.project = project
+        self.session_id = session_id
+        self._response = response
+        self._keepalive = keepalive
+        self._closed = False
+
+    async def _read(self, queue: asyncio.Queue[bytes | BaseException | None]) -> None:
+        try:
+            async for chunk in self._response.aiter_raw():
+                await queue.put(chunk)
+            await queue.put(None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await queue.put(exc)
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """SSE bytes for the caller: `session`, the agent's events, keep-alives, errors.
+
+        Several complete events read together are yielded together (fewer writes); an event
+        is never cut.
+        """
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
+        reader = asyncio.create_task(self._read(queue))
+        completed = False
+        failure: tuple[str, str] | None = None
+        buffer = b""
+        try:
+            yield sse({"type": "session", "content": {"session_id": self.session_id}})
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), self._keepalive)
+                except TimeoutError:
+                    yield KEEPALIVE
+                    continue
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    failure = _stream_failure(item)
+                    break
+                blocks, buffer = split_events(buffer + item)
+                out = [b for b in blocks if not _is_comment(b)]
+                if not out:
+                    continue
+                if not completed:
+                    for block in out:
+                        if (
+                            b"complete" in block
+                            and (event_payload(block) or {}).get("type") == "complete"
+                        ):
+                            completed = True
+                yield b"".join(out)
+            if failure is None and not completed:
+                failure = (
+                    "StreamInterrupted",
+                    "The agent's reply ended before it was complete; the agent may "
+                    "have stopped or restarted.",
+                )
+            if failure is not None:
+                log(
+                    logger,
+                    "chat.stream_failed",
+                    logging.WARNING,
+                    code=failure[0],
+                    user_id=self.project.user_id,
+                    project_id=self.project.project_id,
+                )
+                yield sse({"type": "error", "content": {"message": failure[1], "code": failure[0]}})
+        finally:
+            reader.cancel()
+            with anyio.CancelScope(shield=True):  # a caller's disconnect cancels us; finish
+                await self.aclose()
+                await asyncio.gather(reader, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Close the upstream request (the agent stops) and free the session."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._response.aclose()
+        self._chat._release(self.session_id)
+
+
+def _stream_failure(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, httpx.ReadTimeout):
+        return ("Timeout", "The agent sent nothing for too long; the reply was stopped.")
+    if isinstance(exc, httpx.HTTPError):
+        return (
+            "StreamInterrupted",
+            f"The connection to the agent broke: {exc or type(exc).__name__}",
+        )
+    return ("StreamInterrupted", f"The reply failed: {exc}")
+
+
+class ChatService:
+    """Sessions and replies of active projects."""
+
+    def __init__(
+        self, store: ProjectStore, goose: GooseClient, keepalive: float = KEEPALIVE_SECONDS
+    ) -> None:
+        self.store = store
+        self.goose = goose
+        self.keepalive = keepalive
+        self._running: set[str] = set()
+
+    def _release(self, session_id: str) -> None:
+        self._running.discard(session_id)
+
+    @staticmethod
+    def _endpoint(project: Project) -> str:
+        if project.status != Status.ACTIVE or not project.endpoint:
+            raise Conflict(
+                f"Project {project.name!r} is {project.status}; activate it to chat.",
+                code="NotActive",
+            )
+        return project.endpoint
+
+    @staticmethod
+    def check_message(message: str) -> None:
+        if not isinstance(message, str) or not message.strip():
+            raise Invalid("The message must not be empty.", code="EmptyMessage")
+        size = len(message.encode("utf-8"))
+        if size > MAX_MESSAGE_BYTES:
+            raise Invalid(
+                f"The message is {size} bytes; at most {MAX_MESSAGE_BYTES} are allowed.",
+                code="MessageTooLarge",
+            )
+
+    async def _new_session(self, project: Project, endpoint: str) -> str:
+        try:
+            session_id = await self.goose.create_session(endpoint)
+        except GooseUnreachable as exc:
+            raise _unreachable(exc) from None
+        await self.store.set_session(project.user_id, project.project_id, session_id)
+        log(
+            logger,
+            "chat.session_created",
+            user_id=project.user_id,
+            project_id=project.project_id,
+            session_id=session_id,
+        )
+        return session_id
+
+    async def new_session(self, project: Project) -> str:
+        """Start a new conversation; it becomes the project's current one."""
+        return await self._new_session(project, self._endpoint(project))
+
+    async def history(self, project: Project) -> dict[str, Any]:
+        """The current session's messages (empty when there is none yet)."""
+        endpoint = self._endpoint(project)
+        empty = {"session_id": project.goose_session_id, "messages": [], "total_count": 0}
+        if not project.goose_session_id:
+            return empty
+        try:
+            history = await self.goose.history(endpoint, project.goose_session_id)
+        except GooseUnreachable as exc:
+            raise _unreachable(exc) from None
+        return history if history is not None else {**empty, "session_id": None}
+
+    async def send(self, project: Project, message: str, session_id: str | None = None) -> Reply:
+        """Check, then open the agent's reply; errors before the stream are raised here."""
+        self.check_message(message)
+        endpoint = self._endpoint(project)
+        session_id = session_id or project.goose_session_id
+        if session_id is None:
+            session_id = await self._new_session(project, endpoint)
+        for attempt in range(2):
+            if session_id in self._running:
+                raise Conflict(
+                    "A reply is already running in this conversation; wait for it or stop it.",
+                    code="ReplyRunning",
+                )
+            self._running.add(session_id)
+            try:
+                response = await self.goose.open_reply(endpoint, session_id, message)
+            except GooseUnreachable as exc:
+                self._release(session_id)
+                raise _unreachable(exc) from None
+            if response.status_code == 200:
+                return Reply(self, project, session_id, response, self.keepalive)
+            await response.aclose()
+            self._release(session_id)
+            if response.status_code == 404 and attempt == 0:
+                # the agent forgot the session (a new pod, a wiped store): start a new one
+                session_id = await self._new_session(project, endpoint)
+                continue
+            if response.status_code == 409:
+                raise Conflict(
+                    "The agent is already replying in this conversation.", code="ReplyRunning"
+                )
+            raise UpstreamFailed(
+                f"The agent refused the message ({response.status_code}).", code="AgentError"
+            )
+        raise AssertionError("unreachable")
+
+
+def _unreachable(exc: GooseUnreachable) -> UpstreamFailed | UpstreamTimeout:
+    if exc.timeout:
+        return UpstreamTimeout(exc.message, code="Timeout")
+    return UpstreamFailed(exc.message, code="AgentUnreachable")
