@@ -271,6 +271,12 @@ class ChatService:
                 raise Conflict(
                     "The agent is already replying in this conversation.", code="ReplyRunning"
                 )
+            if response.status_code in (502, 503, 504):
+                raise UpstreamFailed(
+                    f"The agent's pod cannot be reached ({response.status_code}); it may have "
+                    "stopped. Deactivate and activate the project again.",
+                    code="AgentUnreachable",
+                )
             raise UpstreamFailed(
                 f"The agent refused the message ({response.status_code}).", code="AgentError"
             )

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     # an unschedulable pod may be waiting for the cluster autoscaler to add a node
     unschedulable_grace: float = Field(30.0, ge=0)
     cluster_label: str | None = None
+    # a chat stream gets a keep-alive comment when the agent has been silent this long
+    chat_keepalive: float = Field(15.0, gt=0, le=15.0)
 
     @field_validator("namespace_prefix")
     @classmethod

@@ -99,7 +99,11 @@ class Runtime:
             settings, store, self.bus, environments, self.goose, cluster_problem=info.problem
         )
         self._service = ProjectService(
-            settings, store, self.bus, self.lifecycle, ChatService(store, self.goose)
+            settings,
+            store,
+            self.bus,
+            self.lifecycle,
+            ChatService(store, self.goose, settings.chat_keepalive),
         )
         if environments is not None:
             await self._reconcile(store, environments)

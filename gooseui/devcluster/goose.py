@@ -162,6 +162,10 @@ def reply_events(
         words[-1] = words[-1].rstrip()
     wants_tool = "tool" in message.lower()
     wants_error = "simulate-error" in message.lower()
+    if "simulate-unknown" in message.lower():
+        # event types a client does not know yet must pass through a relay untouched
+        yield ({"type": "thinking", "content": {"thinking": "considering the request"}}, 0.0)
+        yield ({"type": "x_future_event", "content": {"note": "clients must ignore this"}}, 0.0)
     tool_at = min(3, len(words))
     for index, word in enumerate(words):
         if wants_tool and index == tool_at:
