@@ -213,6 +213,16 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@router.get("/debug/loop-lag", tags=["health"])
+async def loop_lag(request: Request, reset: bool = False) -> dict[str, Any]:
+    """How late the event loop has run (p50/p99/max since start or the last reset)."""
+    monitor = request.app.state.runtime.loop_lag
+    summary = monitor.summary()
+    if reset:
+        monitor.reset()
+    return summary
+
+
 @router.get("/readyz", tags=["health"], responses=_errors(503))
 async def readyz(request: Request) -> JSONResponse:
     """MongoDB and the cluster answer; the last reconciliation's summary is included."""
@@ -252,6 +262,47 @@ _CODES = {
     413: "TooLarge",
     415: "UnsupportedMediaType",
 }
+
+
+API_PREFIXES = ("/users", "/healthz", "/readyz", "/debug/", "/docs", "/openapi.json")
+
+
+def create_api(runtime: Any) -> FastAPI:
+    """The REST app: its own middleware (a correlation id), its own docs at `/docs`."""
+    from gooseui.middleware import CorrelationMiddleware
+
+    api = FastAPI(
+        title="gooseui",
+        summary="Operator console for Kubernetes-isolated Goose agent environments",
+        version="0.1.0",
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    api.state.runtime = runtime
+    api.include_router(router)
+    install_error_handlers(api)
+    api.add_middleware(CorrelationMiddleware)
+    return api
+
+
+class ApiDispatcher:
+    """Send REST paths to the API app and the rest to NiceGUI's middleware stack.
+
+    NiceGUI's middlewares are `BaseHTTPMiddleware`s, which pass every chunk of a streamed
+    response through an in-memory channel: measurable per event on a chat stream, and
+    nothing the REST API needs. So API requests go around them.
+    """
+
+    def __init__(self, nicegui: Any, api: FastAPI) -> None:
+        self.nicegui = nicegui
+        self.api = api
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(API_PREFIXES):
+            await self.api(scope, receive, send)
+        else:
+            await self.nicegui(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -27,6 +27,7 @@ from gooseui.runtime import Runtime
 logger = logging.getLogger("gooseui.app")
 
 _NICEGUI_LIFESPAN = app.router.lifespan_context
+_NICEGUI_MIDDLEWARE = app.build_middleware_stack
 
 
 def _storage_secret(settings: Settings) -> str:
@@ -47,9 +48,11 @@ def build(settings: Settings, *, exit_on_startup_failure: bool = False) -> Runti
     """Register the console on NiceGUI's app; the runtime starts with the app's lifespan."""
     runtime = Runtime(settings)
     app.state.runtime = runtime
-    app.add_middleware(CorrelationMiddleware)
-    api.install_error_handlers(app)
-    app.include_router(api.router)
+    rest = api.create_api(runtime)
+    app.add_middleware(CorrelationMiddleware)  # page requests get an id and a log line too
+    # the REST routes sit beside the pages, in front of NiceGUI's middlewares (see ApiDispatcher)
+    app.build_middleware_stack = lambda: api.ApiDispatcher(_NICEGUI_MIDDLEWARE(), rest)
+    app.middleware_stack = None
     pages.register()
 
     @asynccontextmanager
@@ -82,7 +85,7 @@ def run(settings: Settings, *, exit_on_startup_failure: bool = False) -> None:
         favicon="🪿",
         reload=False,
         show=False,
-        fastapi_docs=True,
+        fastapi_docs=False,  # the REST app serves /docs itself
         show_welcome_message=False,
         storage_secret=_storage_secret(settings),
         uvicorn_logging_level="warning",

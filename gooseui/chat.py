@@ -50,19 +50,31 @@ def event_payload(block: bytes) -> dict[str, Any] | None:
 
 
 def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
-    """Complete event blocks at the front of `buffer`, and the incomplete rest."""
+    """Complete event blocks at the front of `buffer`, and the incomplete rest (linear)."""
     blocks: list[bytes] = []
+    boundaries = _BOUNDARIES if b"\r" in buffer else (b"\n\n",)
+    start = 0
     while True:
-        cut = -1
-        size = 0
-        for boundary in _BOUNDARIES:
-            index = buffer.find(boundary)
+        cut, size = -1, 0
+        for boundary in boundaries:
+            index = buffer.find(boundary, start)
             if index != -1 and (cut == -1 or index < cut):
                 cut, size = index, len(boundary)
         if cut == -1:
-            return blocks, buffer
-        blocks.append(buffer[: cut + size])
-        buffer = buffer[cut + size :]
+            return blocks, buffer[start:]
+        blocks.append(buffer[start : cut + size])
+        start = cut + size
+
+
+def take_complete(data: bytes) -> tuple[bytes, bytes]:
+    """The complete events at the front of `data` (as one byte string) and the rest."""
+    if b"\r" in data:  # CRLF or CR framing: rare, done event by event
+        blocks, rest = split_events(data)
+        return b"".join(blocks), rest
+    cut = data.rfind(b"\n\n")
+    if cut == -1:
+        return b"", data
+    return data[: cut + 2], data[cut + 2 :]
 
 
 def _is_comment(block: bytes) -> bool:
@@ -100,39 +112,50 @@ class Reply:
     async def events(self) -> AsyncIterator[bytes]:
         """SSE bytes for the caller: `session`, the agent's events, keep-alives, errors.
 
-        Several complete events read together are yielded together (fewer writes); an event
-        is never cut.
+        Whatever has arrived is relayed in one write (fewer writes when the agent is fast);
+        an event is never cut, and never re-encoded.
         """
-        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=256)
         reader = asyncio.create_task(self._read(queue))
         completed = False
         failure: tuple[str, str] | None = None
         buffer = b""
+        ended = False
         try:
             yield sse({"type": "session", "content": {"session_id": self.session_id}})
-            while True:
+            while not ended:
                 try:
                     item = await asyncio.wait_for(queue.get(), self._keepalive)
                 except TimeoutError:
                     yield KEEPALIVE
                     continue
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    failure = _stream_failure(item)
-                    break
-                blocks, buffer = split_events(buffer + item)
-                out = [b for b in blocks if not _is_comment(b)]
+                chunks: list[bytes] = []
+                while True:
+                    if item is None:
+                        ended = True
+                        break
+                    if isinstance(item, BaseException):
+                        failure = _stream_failure(item)
+                        ended = True
+                        break
+                    chunks.append(item)
+                    if queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if not chunks:
+                    continue
+                data = buffer + b"".join(chunks) if buffer or len(chunks) > 1 else chunks[0]
+                out, buffer = take_complete(data)
+                if out.startswith(b":") or b"\n:" in out:  # drop the agent's keep-alives
+                    out = b"".join(b for b in split_events(out)[0] if not _is_comment(b))
                 if not out:
                     continue
-                if not completed:
-                    for block in out:
-                        if (
-                            b"complete" in block
-                            and (event_payload(block) or {}).get("type") == "complete"
-                        ):
-                            completed = True
-                yield b"".join(out)
+                if not completed and b"complete" in out:
+                    completed = any(
+                        (event_payload(block) or {}).get("type") == "complete"
+                        for block in split_events(out)[0]
+                    )
+                yield out
             if failure is None and not completed:
                 failure = (
                     "StreamInterrupted",

@@ -24,6 +24,7 @@ from gooseui.events import EventBus
 from gooseui.goose import GooseClient
 from gooseui.lifecycle import Lifecycle
 from gooseui.logs import log
+from gooseui.looplag import LoopLagMonitor
 from gooseui.reconcile import Report, reconcile
 from gooseui.service import ProjectService
 from gooseui.store import Document, ProjectStore, create_client
@@ -57,6 +58,7 @@ class Runtime:
         self.goose: GooseClient | None = None
         self.lifecycle: Lifecycle | None = None
         self.reconciliation: Report | None = None
+        self.loop_lag = LoopLagMonitor()
 
     @property
     def cluster_label(self) -> str:
@@ -70,6 +72,7 @@ class Runtime:
 
     async def start(self) -> None:
         started = time.perf_counter()
+        self.loop_lag.start()
         settings = self.settings
         uri = settings.mongo_uri
         if uri is None:
@@ -128,6 +131,7 @@ class Runtime:
             log(logger, "reconcile.skipped", logging.WARNING, error=detail)
 
     async def stop(self) -> None:
+        await self.loop_lag.stop()
         if self.lifecycle is not None:
             await self.lifecycle.close()
         if self.goose is not None:
