@@ -235,7 +235,10 @@ class _SseWriter:
         while True:
             await asyncio.sleep(interval)
             async with self.lock:
-                await self.response.write(b": ping\n\n")
+                try:
+                    await self.response.write(b": ping\n\n")
+                except ConnectionResetError:
+                    return  # the reply's own writes notice and record the disconnect
 
 
 class GooseServer:
@@ -422,10 +425,13 @@ class GooseServer:
             session.add("Assistant", "".join(text))
             self._record("completed", session.session_id, sent)
             await response.write_eof()
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             kind = "server_stopped" if self._stopping else "client_disconnected"
             self._record(kind, session.session_id, sent)
             raise
+        except ConnectionResetError:  # the client went away between two writes
+            self._record("client_disconnected", session.session_id, sent)
+            return response
         finally:
             pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):

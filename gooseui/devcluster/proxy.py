@@ -188,12 +188,17 @@ class ServiceProxy:
             try:
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
+            except ConnectionResetError:
+                return response  # our client went away: nothing left to tell it
             except aiohttp.ClientError:
                 # upstream died mid-body: drop our client's connection the same way
                 if request.transport is not None:
                     request.transport.abort()
                 return response
-            await response.write_eof()
+            try:
+                await response.write_eof()
+            except ConnectionResetError:
+                return response
             complete = True
             return response
         finally:

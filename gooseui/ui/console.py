@@ -1,28 +1,21 @@
-"""The console page: pick a user, see their projects."""
+"""The console page: pick a user, manage their projects, chat with an active one."""
 
 from __future__ import annotations
 
-from nicegui import ui
+from nicegui import app, background_tasks, context, ui
 
-from gooseui.errors import GooseUIError
 from gooseui.models import Project
+from gooseui.ui.chat_panel import ChatPanel
 from gooseui.ui.layout import frame, runtime
-
-
-def _project_row(project: Project) -> None:
-    with ui.card().classes("w-full").mark(f"project-{project.project_id}"):
-        with ui.row().classes("w-full items-center justify-between"):
-            with ui.column().classes("gap-0"):
-                ui.label(project.name).classes("text-lg font-medium")
-                ui.label(project.project_id).classes("text-xs text-gray-500 font-mono")
-            ui.badge(str(project.status)).mark("status")
+from gooseui.ui.projects import ProjectList
 
 
 def page() -> None:
-    """Render at once, then load: a page builder must not wait on the database."""
-    service = runtime().service
+    """Render at once; projects, history and live events load in the background."""
+    rt = runtime()
+    service = rt.service
     users = service.list_users()
-    shown: dict[str, list[Project] | str | None] = {"projects": None}
+    client = context.client
 
     with frame("Projects"):
         select = (
@@ -30,28 +23,58 @@ def page() -> None:
             .classes("w-64")
             .mark("user-select")
         )
+        with ui.row().classes("w-full items-start no-wrap gap-4"):
+            with ui.column().classes("w-3/5 gap-2"):
+                chat: ChatPanel
 
-        @ui.refreshable
-        def projects() -> None:
-            items = shown["projects"]
-            if items is None:
-                ui.spinner()
-            elif isinstance(items, str):
-                ui.label(items).classes("text-negative")
-            elif not items:
-                ui.label("No projects yet.").classes("text-gray-500")
-            else:
-                for project in items:
-                    _project_row(project)
+                async def open_chat(project: Project) -> None:
+                    await chat.open(project)
 
-        async def load() -> None:
-            try:
-                shown["projects"] = await service.list_projects(select.value)
-            except GooseUIError as exc:
-                shown["projects"] = exc.detail
-            projects.refresh()
+                projects = ProjectList(service, open_chat)
+                projects.user_id = select.value
+            with ui.column().classes("w-2/5"):
+                chat = ChatPanel(service)
 
-        with ui.column().classes("w-full gap-2"):
-            projects()
-        select.on_value_change(load)
-        ui.timer(0, load, once=True)
+    async def pick(user_id: str) -> None:
+        if chat.project is not None and chat.project.user_id != user_id:
+            chat.stop()
+            chat.card.set_visibility(False)
+        await projects.load(user_id)
+
+    async def on_select() -> None:
+        try:
+            app.storage.tab["user_id"] = select.value
+        except RuntimeError:
+            pass  # tab storage needs a connected tab; the choice still applies
+        await pick(select.value)
+
+    select.on_value_change(on_select)
+
+    async def start() -> None:
+        """After the page is up: the remembered user, the list, then live events."""
+        try:
+            await client.connected(timeout=5)
+            remembered = app.storage.tab.get("user_id")
+        except (TimeoutError, RuntimeError):
+            remembered = None
+        if remembered in {u.id for u in users} and remembered != select.value:
+            select.set_value(remembered)  # triggers on_select
+        else:
+            await pick(select.value)
+        async with rt.bus.subscribe() as queue:
+            while True:
+                event = await queue.get()
+                await projects.handle(event)
+                if chat.project and event.project_id == chat.project.project_id:
+                    row = projects.rows.get(event.project_id)
+                    if row is not None:
+                        await chat.refresh(row.project)
+
+    async def live() -> None:
+        with client.content:  # a slot for notifications raised from this task
+            await start()
+
+    task = background_tasks.create(live(), name="console live updates")
+    # NiceGUI keeps handlers running after a tab goes away: stop the stream and the feed
+    client.on_delete(task.cancel)
+    client.on_delete(chat.stop)

@@ -1,4 +1,4 @@
-"""The frame every page shares: a header naming the product, the cluster and the database."""
+"""The frame every page shares: the product, the cluster and the database, each with a dot."""
 
 from __future__ import annotations
 
@@ -9,13 +9,20 @@ from nicegui import app, ui
 
 from gooseui.runtime import Runtime
 
+HEALTH_SECONDS = 10.0
+
 
 def runtime() -> Runtime:
     return app.state.runtime
 
 
+def _dot(ok: bool | None) -> str:
+    return {True: "text-green-400", False: "text-red-400", None: "text-slate-400"}[ok]
+
+
 @contextmanager
 def frame(title: str) -> Iterator[None]:
+    """Header and content column; the health dots refresh in the background."""
     rt = runtime()
     with ui.header().classes("items-center justify-between bg-slate-800 px-4 py-2"):
         with ui.row().classes("items-center gap-2"):
@@ -24,10 +31,19 @@ def frame(title: str) -> Iterator[None]:
             ui.label(title).classes("text-sm text-slate-300")
         with ui.row().classes("items-center gap-4 text-sm"):
             with ui.row().classes("items-center gap-1").mark("cluster"):
-                ui.icon("hub")
+                cluster_dot = ui.icon("circle", size="xs").classes(_dot(None))
                 ui.label(f"Cluster: {rt.cluster_label}")
             with ui.row().classes("items-center gap-1").mark("database"):
-                ui.icon("storage")
+                database_dot = ui.icon("circle", size="xs").classes(_dot(None))
                 ui.label(f"Database: {rt.database_label}")
-    with ui.column().classes("w-full max-w-5xl mx-auto p-4 gap-4"):
+
+    async def check() -> None:
+        _, checks = await rt.readiness()
+        for dot, name in ((cluster_dot, "cluster"), (database_dot, "mongodb")):
+            check = checks.get(name, {})
+            dot.classes(replace=_dot(bool(check.get("ok"))))
+            dot.tooltip(check.get("error") or "answering")
+
+    ui.timer(HEALTH_SECONDS, check)
+    with ui.column().classes("w-full max-w-6xl mx-auto p-4 gap-4"):
         yield
