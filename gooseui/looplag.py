@@ -17,6 +17,8 @@ class LoopLagMonitor:
     def __init__(self, interval: float = 0.02, keep: int = 20_000) -> None:
         self.interval = interval
         self.samples: deque[float] = deque(maxlen=keep)
+        self.worst_at: float | None = None  # wall-clock time of the worst stall, to find its cause
+        self._worst = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -33,10 +35,14 @@ class LoopLagMonitor:
         while True:
             before = time.perf_counter()
             await asyncio.sleep(self.interval)
-            self.samples.append(max(0.0, time.perf_counter() - before - self.interval))
+            lag = max(0.0, time.perf_counter() - before - self.interval)
+            self.samples.append(lag)
+            if lag > self._worst:
+                self._worst, self.worst_at = lag, time.time() - lag
 
     def reset(self) -> None:
         self.samples.clear()
+        self._worst, self.worst_at = 0.0, None
 
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self.samples)
@@ -51,4 +57,5 @@ class LoopLagMonitor:
             "p50_ms": at(0.5),
             "p99_ms": at(0.99),
             "max_ms": round(ordered[-1] * 1000, 2),
+            "worst_at": self.worst_at,
         }

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -193,3 +194,18 @@ async def user(
     errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
     if errors:
         pytest.fail(f"There were unexpected ERROR logs: {errors[0].getMessage()}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def nicegui_chrome_options(nicegui_chrome_options: Any) -> Any:
+    """NiceGUI's Chrome options, plus quiet networking: this machine reaches no outside host."""
+    for flag in (
+        "disable-background-networking",
+        "disable-component-update",
+        "disable-sync",
+        "no-first-run",
+        "disable-gpu",
+        "window-size=1400,1000",
+    ):
+        nicegui_chrome_options.add_argument(flag)
+    return nicegui_chrome_options

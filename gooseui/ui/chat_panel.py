@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import time
 from typing import Any
 
 from nicegui import background_tasks, ui
 
 from gooseui.chat import event_payload, split_events
 from gooseui.errors import GooseUIError
+from gooseui.logs import log
 from gooseui.models import Project, Status
 from gooseui.service import ProjectService
 from gooseui.ui.projects import notify_error
 
-RENDER_INTERVAL = 0.1  # seconds: at most ten renders a second
+# Seconds between Markdown renders of a streaming reply: at most ten a second. The variable
+# exists for bench/ui_stream.py, which compares against rendering every delta (0).
+logger = logging.getLogger("gooseui.ui.chat")
+
+RENDER_INTERVAL = float(os.environ.get("GOOSEUI_UI_RENDER_INTERVAL", "0.1"))
 
 
 class ChatPanel:
@@ -146,10 +154,12 @@ class ChatPanel:
     async def _stream(self, reply: Any) -> None:
         text: list[str] = []
         shown = ""
+        renders_before = self.renders
+        started = time.perf_counter()
         tools: dict[str, ui.column] = {}
         with self.messages:
             answer = ui.markdown("").classes("w-full").mark("reply")
-            timer = ui.timer(RENDER_INTERVAL, lambda: flush())
+            timer = ui.timer(RENDER_INTERVAL, lambda: flush()) if RENDER_INTERVAL else None
         self.stop_button.set_visibility(True)
         self.send_button.set_enabled(False)
 
@@ -167,6 +177,8 @@ class ChatPanel:
                     payload = event_payload(block)
                     if payload is not None:
                         self._event(payload, text, tools)
+                if timer is None:
+                    flush()
         except asyncio.CancelledError:
             flush()
             with self.messages:
@@ -175,8 +187,16 @@ class ChatPanel:
                 ).mark("stopped")
             raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             flush()
+            log(
+                logger,
+                "ui.reply_rendered",
+                renders=self.renders - renders_before,
+                chars=len(shown),
+                ms=round((time.perf_counter() - started) * 1000),
+            )
             self.task = None
             self.stop_button.set_visibility(False)
             self.send_button.set_enabled(True)

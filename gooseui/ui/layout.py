@@ -26,7 +26,7 @@ def frame(title: str) -> Iterator[None]:
     rt = runtime()
     with ui.header().classes("items-center justify-between bg-slate-800 px-4 py-2"):
         with ui.row().classes("items-center gap-2"):
-            ui.label("🪿").classes("text-2xl")
+            ui.icon("smart_toy", size="md")
             ui.label("gooseui").classes("text-xl font-semibold")
             ui.label(title).classes("text-sm text-slate-300")
         with ui.row().classes("items-center gap-4 text-sm"):
