@@ -7,6 +7,7 @@ direct endpoints (in-cluster Service or an external route).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Generator
@@ -23,6 +24,7 @@ HEALTH_PATH = "/api/v1/health"
 # A reply stream is read with this socket timeout: the agent's keep-alive comments reset it,
 # so a live stream is never cut, while a stream that goes silent this long is ended.
 STREAM_READ_TIMEOUT = 60.0
+OPENING_AT_ONCE = 8
 
 
 class GooseUnreachable(Exception):
@@ -59,6 +61,9 @@ class GooseClient:
         self.kube = kube
         self._proxied: httpx.AsyncClient | None = None
         self._direct: httpx.AsyncClient | None = None
+        # Opening a stream may mean a TLS handshake; a burst of a hundred at once would hold
+        # the event loop for one long turn. A few at a time keeps every turn short.
+        self._opening = asyncio.Semaphore(OPENING_AT_ONCE)
 
     def client_for(self, endpoint: str) -> httpx.AsyncClient:
         """The pooled client for an endpoint: through the API server, or direct."""
@@ -178,7 +183,8 @@ class GooseClient:
         )
         started = time.perf_counter()
         try:
-            response = await client.send(request, stream=True)
+            async with self._opening:
+                response = await client.send(request, stream=True)
         except httpx.TimeoutException as exc:
             raise GooseUnreachable(
                 "The agent did not accept the message in time.", timeout=True
