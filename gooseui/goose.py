@@ -91,25 +91,7 @@ class GooseClient:
 
     async def health(self, endpoint: str, wait_seconds: float = 5.0) -> dict:
         """The health document; raises `GooseUnreachable` unless it says ok."""
-        started = time.perf_counter()
-        try:
-            response = await self.client_for(endpoint).get(
-                endpoint + HEALTH_PATH, timeout=wait_seconds
-            )
-        except httpx.TimeoutException as exc:
-            raise GooseUnreachable(
-                f"The agent did not answer its health check in time ({exc}).", timeout=True
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise GooseUnreachable(f"The agent cannot be reached: {exc}") from exc
-        finally:
-            log(
-                logger,
-                "goose.call",
-                method="GET",
-                path=HEALTH_PATH,
-                ms=round((time.perf_counter() - started) * 1000, 1),
-            )
+        response = await self._call("GET", endpoint, HEALTH_PATH, timeout=wait_seconds)
         if response.status_code != 200:
             raise GooseUnreachable(
                 f"The agent's health check answered {response.status_code}: {response.text[:200]}"

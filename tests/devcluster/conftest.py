@@ -20,20 +20,10 @@ import pytest
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from gooseui.devcluster import AgentSettings, Delays, SimClusterThread
+from gooseui.devcluster import AgentSettings, SimClusterThread
+from tests.conftest import FAST as CONSOLE_FAST
 
-FAST = Delays(
-    schedule=0.02,
-    pull=0.05,
-    start=0.02,
-    ready=0.05,
-    terminate=0.05,
-    crash=0.1,
-    backoff=0.15,
-    backoff_max=0.6,
-    probe_period=0.2,
-    namespace_finalize=0.05,
-)
+FAST = CONSOLE_FAST  # the same pod timings as the console's tests
 AGENT = AgentSettings(delta_delay=0.02, keepalive=0.3, tool_delay=0.02)
 GOOSE_IMAGE = "goose-api:latest"
 TIMEOUT = (5, 30)  # kubernetes-asyncio (connect, read) socket timeouts
