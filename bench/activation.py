@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from common import console, pct
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
@@ -34,58 +31,23 @@ from gooseui.devcluster import Delays, SimClusterThread
 POLL_SECONDS = 3.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def console_overheads(sim: SimClusterThread, n: int, delay: float, data: Path) -> list[float]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOSEUI_", "MONGO_"))}
-    env.update(
-        GOOSEUI_DATA_DIR=str(data / "console"),
-        GOOSEUI_PORT=str(port),
-        KUBECONFIG=str(sim.kubeconfig_path),
-        GOOSEUI_LOG_FORMAT="json",
-        NAMESPACE_PREFIX="bench-",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gooseui"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     overheads = []
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if http.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the console did not become ready")
-                time.sleep(0.05)
-            for i in range(n):
-                project = http.post("/users/alice/projects", json={"name": f"bench {i}"}).json()
-                path = f"/users/alice/projects/{project['project_id']}"
-                started = time.perf_counter()
-                response = http.post(f"{path}/activate")
-                elapsed = time.perf_counter() - started
-                assert response.status_code == 200, response.text
-                overheads.append(elapsed - delay)
-                assert http.post(f"{path}/deactivate").status_code == 200
-    finally:
-        process.terminate()
-        process.wait(20)
+    with (
+        console(
+            data / "console", KUBECONFIG=str(sim.kubeconfig_path), NAMESPACE_PREFIX="bench-"
+        ) as base,
+        httpx.Client(base_url=base, timeout=60) as http,
+    ):
+        for i in range(n):
+            project = http.post("/users/alice/projects", json={"name": f"bench {i}"}).json()
+            path = f"/users/alice/projects/{project['project_id']}"
+            started = time.perf_counter()
+            response = http.post(f"{path}/activate")
+            elapsed = time.perf_counter() - started
+            assert response.status_code == 200, response.text
+            overheads.append(elapsed - delay)
+            assert http.post(f"{path}/deactivate").status_code == 200
     return overheads
 
 

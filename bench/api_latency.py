@@ -13,31 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from common import console, pct
 
 from gooseui.embedded import EmbeddedMongo
 from gooseui.service import new_project_id
 from gooseui.store import create_client, name_key, now
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def baseline(requests: int, data: Path) -> dict[str, float]:
@@ -78,52 +64,34 @@ async def baseline(requests: int, data: Path) -> dict[str, float]:
     }
 
 
-def console(requests: int, data: Path) -> dict[str, float]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOSEUI_", "MONGO_"))}
-    env.update(
-        GOOSEUI_DATA_DIR=str(data / "console"), GOOSEUI_PORT=str(port), GOOSEUI_LOG_FORMAT="json"
-    )
+def served(requests: int, data: Path) -> dict[str, float]:
+    def mongodb_ready(response: httpx.Response) -> bool:
+        # no cluster here: ready as far as this bench goes once MongoDB is
+        return bool(response.json()["checks"]["mongodb"]["ok"])
+
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gooseui"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
     result: dict[str, float] = {}
-    try:
-        with httpx.Client(base_url=base, timeout=10) as client:
-            while True:
-                try:  # no cluster here: ready as far as this bench goes once MongoDB is
-                    if client.get("/readyz").json()["checks"]["mongodb"]["ok"]:
-                        break
-                except (httpx.TransportError, ValueError, KeyError):
-                    pass
-                if time.perf_counter() - started > 60:
-                    raise SystemExit("the console did not become ready within 60 s")
-                time.sleep(0.02)
-            result["start"] = time.perf_counter() - started
-            posts, gets = [], []
-            for i in range(requests):
-                t = time.perf_counter()
-                response = client.post("/users/alice/projects", json={"name": f"p{i}"})
-                posts.append(time.perf_counter() - t)
-                assert response.status_code == 201, response.text
-                pid = response.json()["project_id"]
-                t = time.perf_counter()
-                assert client.get(f"/users/alice/projects/{pid}").status_code == 200
-                gets.append(time.perf_counter() - t)
-            result.update(
-                post_p50=statistics.median(posts),
-                post_p95=pct(posts, 0.95),
-                get_p50=statistics.median(gets),
-                get_p95=pct(gets, 0.95),
-            )
-    finally:
-        process.terminate()
-        process.wait(20)
+    with (
+        console(data / "console", ready=mongodb_ready) as base,
+        httpx.Client(base_url=base, timeout=10) as client,
+    ):
+        result["start"] = time.perf_counter() - started
+        posts, gets = [], []
+        for i in range(requests):
+            t = time.perf_counter()
+            response = client.post("/users/alice/projects", json={"name": f"p{i}"})
+            posts.append(time.perf_counter() - t)
+            assert response.status_code == 201, response.text
+            pid = response.json()["project_id"]
+            t = time.perf_counter()
+            assert client.get(f"/users/alice/projects/{pid}").status_code == 200
+            gets.append(time.perf_counter() - t)
+        result.update(
+            post_p50=statistics.median(posts),
+            post_p95=pct(posts, 0.95),
+            get_p50=statistics.median(gets),
+            get_p95=pct(gets, 0.95),
+        )
     return result
 
 
@@ -134,7 +102,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gooseui-bench-") as tmp:
         data = Path(tmp)
         direct = asyncio.run(baseline(args.requests, data))
-        served = console(args.requests, data)
+        served_ = served(args.requests, data)
     print(f"{'metric':<28}{'console':>12}{'baseline':>12}{'ratio':>8}   baseline is")
     rows = [
         ("start-up to ready (s)", "start", "embedded database alone"),
@@ -145,7 +113,7 @@ def main() -> None:
     ]
     for label, key, what in rows:
         scale = 1 if key == "start" else 1000
-        a, b = served[key] * scale, direct[key] * scale
+        a, b = served_[key] * scale, direct[key] * scale
         print(f"{label:<28}{a:>12.2f}{b:>12.2f}{a / b:>8.1f}x  {what}")
     print(f"({args.requests} sequential requests each, loopback, one client)")
 

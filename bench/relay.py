@@ -15,29 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import ssl
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from common import console, pct
 
 from gooseui.devcluster import AgentSettings, Delays, SimClusterThread
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class Side:
@@ -183,39 +169,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gooseui-bench-") as tmp:
         delays = Delays(schedule=0.01, pull=0.01, start=0.01, ready=0.01)
-        with SimClusterThread(
-            Path(tmp) / "sim", delays=delays, agent=AgentSettings(delta_delay=0.0)
-        ) as sim:
-            port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOSEUI_", "MONGO_"))}
-            env.update(
-                GOOSEUI_DATA_DIR=str(Path(tmp) / "console"),
-                GOOSEUI_PORT=str(port),
-                KUBECONFIG=str(sim.kubeconfig_path),
-                GOOSEUI_LOG_FORMAT="json",
-            )
-            console = subprocess.Popen(
-                [sys.executable, "-m", "gooseui"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                base = f"http://127.0.0.1:{port}"
-                deadline = time.monotonic() + 60
-                while True:
-                    try:
-                        if httpx.get(f"{base}/readyz").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise SystemExit("the console did not become ready")
-                    time.sleep(0.05)
-                asyncio.run(run(sim, base, args))
-            finally:
-                console.terminate()
-                console.wait(20)
+        agent = AgentSettings(delta_delay=0.0)
+        with (
+            SimClusterThread(Path(tmp) / "sim", delays=delays, agent=agent) as sim,
+            console(Path(tmp) / "console", KUBECONFIG=str(sim.kubeconfig_path)) as base,
+        ):
+            asyncio.run(run(sim, base, args))
 
 
 if __name__ == "__main__":

@@ -14,28 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from common import console
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from gooseui.devcluster import AgentSettings, Delays, SimClusterThread
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def browser() -> webdriver.Chrome:
@@ -70,43 +61,30 @@ def until(condition, seconds: float = 120.0) -> None:
 def run_once(
     sim: SimClusterThread, data: Path, deltas: int, interval: str, driver: webdriver.Chrome
 ) -> dict[str, float]:
-    port = free_port()
     log_path = data / f"console-{interval}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOSEUI_", "MONGO_"))}
-    env.update(
-        GOOSEUI_DATA_DIR=str(data / f"console-{interval}"),
-        GOOSEUI_PORT=str(port),
+    with console(
+        data / f"console-{interval}",
+        log=log_path,
         KUBECONFIG=str(sim.kubeconfig_path),
-        GOOSEUI_LOG_FORMAT="json",
         GOOSEUI_UI_RENDER_INTERVAL=interval,
-    )
-    with log_path.open("wb") as log_file:
-        console = subprocess.Popen(
-            [sys.executable, "-m", "gooseui"], env=env, stdout=log_file, stderr=log_file
+    ) as base:
+        project = httpx.post(f"{base}/users/alice/projects", json={"name": "ui"}).json()
+        path = f"/users/alice/projects/{project['project_id']}"
+        assert httpx.post(f"{base}{path}/activate", timeout=60).status_code == 200
+        driver.get(base + "/")
+        until(lambda: "Endpoint:" in driver.find_element(By.TAG_NAME, "body").text)
+        driver.find_element(By.XPATH, "//*[normalize-space(text())='Chat']").click()
+        field = driver.find_element(
+            By.XPATH, "//label[.//*[normalize-space(text())='Message']]//input"
         )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            until(lambda: httpx.get(f"{base}/readyz").status_code == 200, 60)
-            project = httpx.post(f"{base}/users/alice/projects", json={"name": "ui"}).json()
-            path = f"/users/alice/projects/{project['project_id']}"
-            assert httpx.post(f"{base}{path}/activate", timeout=60).status_code == 200
-            driver.get(base + "/")
-            until(lambda: "Endpoint:" in driver.find_element(By.TAG_NAME, "body").text)
-            driver.find_element(By.XPATH, "//*[normalize-space(text())='Chat']").click()
-            field = driver.find_element(
-                By.XPATH, "//label[.//*[normalize-space(text())='Message']]//input"
-            )
-            until(field.is_displayed)
-            httpx.get(f"{base}/debug/loop-lag", params={"reset": "true"})
-            started = time.perf_counter()
-            field.send_keys("stream a long reply" + Keys.ENTER)
-            last = f"w{deltas - 1}"
-            until(lambda: last in driver.find_element(By.TAG_NAME, "body").text)
-            shown = time.perf_counter() - started
-            lag = httpx.get(f"{base}/debug/loop-lag").json()
-        finally:
-            console.terminate()
-            console.wait(20)
+        until(field.is_displayed)
+        httpx.get(f"{base}/debug/loop-lag", params={"reset": "true"})
+        started = time.perf_counter()
+        field.send_keys("stream a long reply" + Keys.ENTER)
+        last = f"w{deltas - 1}"
+        until(lambda: last in driver.find_element(By.TAG_NAME, "body").text)
+        shown = time.perf_counter() - started
+        lag = httpx.get(f"{base}/debug/loop-lag").json()
     renders = None
     for line in log_path.read_text().splitlines():
         if '"ui.reply_rendered"' in line:

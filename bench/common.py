@@ -1,0 +1,72 @@
+"""What the benchmarks share: a free port, percentiles, and a console in its own process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank) of `values`."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _ready(response: httpx.Response) -> bool:
+    return response.status_code == 200
+
+
+@contextmanager
+def console(
+    data_dir: Path,
+    *,
+    log: Path | None = None,
+    ready: Callable[[httpx.Response], bool] = _ready,
+    **env: str,
+) -> Iterator[str]:
+    """`gooseui` in a child process on a free loopback port; yields its base URL once ready.
+
+    `env` adds environment variables (e.g. KUBECONFIG); the caller's GOOSEUI_/MONGO_ ones
+    are dropped so that the bench measures defaults.
+    """
+    port = free_port()
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOSEUI_", "MONGO_"))}
+    child_env.update(
+        GOOSEUI_DATA_DIR=str(data_dir), GOOSEUI_PORT=str(port), GOOSEUI_LOG_FORMAT="json", **env
+    )
+    out = log.open("wb") if log else subprocess.DEVNULL
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gooseui"], env=child_env, stdout=out, stderr=out
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if ready(httpx.get(f"{base}/readyz", timeout=5)):
+                    break
+            except (httpx.TransportError, ValueError, KeyError):
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the console did not become ready")
+            time.sleep(0.02)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(20)
+        if log:
+            out.close()  # type: ignore[union-attr]
