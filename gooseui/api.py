@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gooseui.chat import Reply
 from gooseui.errors import GooseUIError
 from gooseui.events import ProjectEvent
 from gooseui.models import MessageIn, NameIn, Project, SessionOut, User
@@ -142,13 +145,18 @@ async def events(
 
     async def stream() -> AsyncIterator[bytes]:
         async with service.bus.subscribe(user_id, project_id) as queue:
+            # read again once subscribed, so no change can fall between snapshot and feed
+            try:
+                current = await service.get_project(user_id, project_id)
+            except GooseUIError:
+                current = project
             first = ProjectEvent(
                 user_id,
                 project_id,
-                str(project.status),
+                str(current.status),
                 "current",
-                project.status_message or str(project.status),
-                project.status_reason,
+                current.status_message or str(current.status),
+                current.status_reason,
             )
             yield _sse(first)
             while True:
@@ -182,7 +190,27 @@ async def send_message(
 ) -> StreamingResponse:
     """The agent's reply as server-sent events: `session` first, then the agent's events."""
     reply = await service.send_message(user_id, project_id, body.message, body.session_id)
-    return StreamingResponse(reply.events(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return ReplyResponse(reply)
+
+
+class ReplyResponse(StreamingResponse):
+    """A reply stream that is closed however the response ends.
+
+    A caller that disconnects before the first byte cancels the body before it starts, and
+    Starlette never closes an unstarted generator: without this the upstream request and the
+    session's lock would outlive the caller.
+    """
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.events(), media_type="text/event-stream", headers=SSE_HEADERS)
+        self.reply = reply
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.reply.aclose()
 
 
 @router.get(
@@ -325,6 +353,11 @@ def install_error_handlers(app: FastAPI) -> None:
             getattr(exc, "headers", None),
         )
 
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logging.getLogger("gooseui.api").error("unexpected error", exc_info=exc)
+        return _error(500, f"Internal error: {type(exc).__name__}: {exc}"[:300], "InternalError")
+
+    app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(GooseUIError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -183,8 +183,10 @@ class Reply:
         if self._closed:
             return
         self._closed = True
-        await self._response.aclose()
-        self._chat._release(self.session_id)
+        try:
+            await self._response.aclose()
+        finally:
+            self._chat._release(self.session_id)
 
 
 def _stream_failure(exc: BaseException) -> tuple[str, str]:

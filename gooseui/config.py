@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     apiserver_namespace: str = "kube-system"
     keep_namespaces: bool = False
     # an unschedulable pod may be waiting for the cluster autoscaler to add a node
-    unschedulable_grace: float = Field(30.0, ge=0)
+    unschedulable_grace: float = Field(180.0, ge=0)
     cluster_label: str | None = None
     # a chat stream gets a keep-alive comment when the agent has been silent this long
     chat_keepalive: float = Field(15.0, gt=0, le=15.0)

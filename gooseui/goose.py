@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Generator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -139,7 +140,9 @@ class GooseClient:
 
     async def history(self, endpoint: str, session_id: str) -> dict[str, Any] | None:
         """The session's messages, or None when the agent does not know the session."""
-        response = await self._call("GET", endpoint, f"/api/v1/sessions/{session_id}/messages")
+        response = await self._call(
+            "GET", endpoint, f"/api/v1/sessions/{quote(session_id, safe='')}/messages"
+        )
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -158,7 +161,7 @@ class GooseClient:
         client = self.client_for(endpoint)
         request = client.build_request(
             "POST",
-            f"{endpoint}/api/v1/sessions/{session_id}/messages",
+            f"{endpoint}/api/v1/sessions/{quote(session_id, safe='')}/messages",
             json={"message": message},
             headers={"Accept": "text/event-stream"},
             timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT),

@@ -189,20 +189,33 @@ class Lifecycle:
     def running(self, user_id: str, project_id: str) -> bool:
         return (user_id, project_id) in self._tasks
 
+    def _stale(self, project: Project) -> list[Status]:
+        """A transitional status no task of this process is working on: it may be taken over.
+
+        Start-up reconciliation settles what a previous process left; this covers a task of
+        this process that could not write its last status (MongoDB briefly unavailable).
+        """
+        if project.status.in_transition and not self.running(project.user_id, project.project_id):
+            return [project.status]
+        return []
+
+    def _busy(self, project: Project) -> None:
+        if project.status.in_transition and not self._stale(project):
+            raise Conflict(
+                f"Project {project.name!r} is {project.status}; wait until it settles.",
+                code="InTransition",
+            )
+
     # activate --------------------------------------------------------------------------
 
     async def activate(self, project: Project, wait: bool = True) -> Project:
         if project.status == Status.ACTIVE:
             return project
-        if project.status.in_transition:
-            raise Conflict(
-                f"Project {project.name!r} is {project.status}; wait until it settles.",
-                code="InTransition",
-            )
+        self._busy(project)
         self._envs()
         started = await self._transition(
             project,
-            [Status.INACTIVE, Status.FAILED],
+            [Status.INACTIVE, Status.FAILED, *self._stale(project)],
             Status.ACTIVATING,
             {
                 "status_reason": None,
@@ -332,11 +345,7 @@ class Lifecycle:
     async def deactivate(self, project: Project, wait: bool = True) -> Project:
         if project.status == Status.INACTIVE:
             return project
-        if project.status.in_transition:
-            raise Conflict(
-                f"Project {project.name!r} is {project.status}; wait until it settles.",
-                code="InTransition",
-            )
+        self._busy(project)
         if self.environments is None and project.status == Status.FAILED:
             # nothing can be running without a cluster: just clear the failure
             doc = await self._transition(
@@ -349,7 +358,10 @@ class Lifecycle:
             return doc
         self._envs()
         started = await self._transition(
-            project, [Status.ACTIVE, Status.FAILED], Status.DEACTIVATING, {"desired_replicas": 0}
+            project,
+            [Status.ACTIVE, Status.FAILED, *self._stale(project)],
+            Status.DEACTIVATING,
+            {"desired_replicas": 0},
         )
         self.publish(started, Status.DEACTIVATING, "start", "Deactivation started")
         task = self._start(started, self._deactivate(started))
@@ -396,17 +408,15 @@ class Lifecycle:
     # delete ----------------------------------------------------------------------------
 
     async def delete(self, project: Project) -> None:
-        if project.status.in_transition:
-            raise Conflict(
-                f"Project {project.name!r} is {project.status}; wait until it settles.",
-                code="InTransition",
-            )
+        self._busy(project)
         doc = await self.store.get(project.user_id, project.project_id) or {}
         touched = bool(doc.get("cluster_objects"))
         if touched:
             self._envs()
         started = await self._transition(
-            project, [Status.INACTIVE, Status.ACTIVE, Status.FAILED], Status.DELETING
+            project,
+            [Status.INACTIVE, Status.ACTIVE, Status.FAILED, *self._stale(project)],
+            Status.DELETING,
         )
         self.publish(started, Status.DELETING, "start", "Deletion started")
         task = self._start(started, self._delete(started, touched))
@@ -438,6 +448,9 @@ class Lifecycle:
     async def _maybe_delete_namespace(self, project: Project) -> None:
         """The user's last project takes the namespace with it, unless told to keep it."""
         if self.settings.keep_namespaces or self.environments is None:
+            return
+        if self.settings.goose_env_secret or self.settings.image_pull_secret:
+            # the pod's Secrets are made by an administrator in this namespace: keep them
             return
         if await self.store.count(project.user_id):
             return

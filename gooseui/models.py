@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gooseui.config import User
 
@@ -62,7 +62,7 @@ class MessageIn(BaseModel):
     """Body of a chat message; `session_id` picks a conversation other than the current one."""
 
     message: str
-    session_id: str | None = None
+    session_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,128}$")
 
 
 class SessionOut(BaseModel):

@@ -125,8 +125,14 @@ class Runtime:
         try:
             async with asyncio.timeout(RECONCILE_SECONDS):
                 self.reconciliation = await reconcile(store, environments, self.bus)
-        except (GooseUIError, TimeoutError) as exc:
-            detail = exc.detail if isinstance(exc, GooseUIError) else "timed out"
+        except Exception as exc:  # e.g. RBAC refusing a cluster-wide list: report, serve on
+            detail = (
+                exc.detail
+                if isinstance(exc, GooseUIError)
+                else "timed out"
+                if isinstance(exc, TimeoutError)
+                else str(exc)
+            )
             self.reconciliation = Report(error=detail)
             log(logger, "reconcile.skipped", logging.WARNING, error=detail)
 

@@ -249,3 +249,38 @@ async def test_new_conversation(chat: Chat) -> None:
     history = (await chat.http.get(f"{chat.path}/messages")).json()
     assert history["session_id"] == new and history["messages"] == []
     assert payloads(await stream(chat, "fresh start"))[0]["content"]["session_id"] == new
+
+
+async def test_session_ids_are_tokens_not_paths(chat: Chat) -> None:
+    response = await chat.http.post(
+        f"{chat.path}/messages",
+        json={"message": "hi", "session_id": "../../../../api/v1/namespaces"},
+    )
+    assert response.status_code == 422 and response.json()["code"] == "InvalidRequest"
+
+
+async def test_caller_gone_before_the_first_byte_frees_the_session(chat: Chat) -> None:
+    chat.sim.set_agent(delta_delay=0.2)
+    session = (await chat.http.post(f"{chat.path}/sessions")).json()["session_id"]
+    body = json.dumps({"message": "leave at once", "session_id": session}).encode()
+    host, port = chat.http.base_url.host, chat.http.base_url.port
+    _reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"POST " + chat.path.encode() + b"/messages HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    await writer.drain()
+    writer.close()  # gone before any answer
+    await writer.wait_closed()
+    for _ in range(100):
+        response = await chat.http.post(
+            f"{chat.path}/messages", json={"message": "again", "session_id": session}
+        )
+        if response.status_code == 200:
+            break
+        assert response.json()["code"] == "ReplyRunning"
+        await asyncio.sleep(0.05)
+    assert response.status_code == 200, "the session stayed locked after the caller left"

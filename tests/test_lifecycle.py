@@ -417,3 +417,48 @@ async def test_drift_and_orphans_are_reported(
         assert len(report["drift"]) == 1
     # reported, never deleted
     assert await deployment(kube, other) is not None
+
+
+async def test_a_transition_no_task_works_on_can_be_taken_over(
+    client: httpx.AsyncClient, console_env: dict[str, str]
+) -> None:
+    # e.g. MongoDB failed at the last write of an activation: the record says `activating`
+    project = await new_project(client)
+    from pymongo import AsyncMongoClient
+
+    mongo: AsyncMongoClient = AsyncMongoClient(console_env["MONGO_URI"])
+    await mongo[console_env["MONGO_DB"]]["projects"].update_one(
+        {"project_id": project["project_id"]}, {"$set": {"status": "activating"}}
+    )
+    await mongo.close()
+    response = await client.post(url(project, "activate"))
+    assert response.status_code == 200 and response.json()["status"] == "active"
+
+
+async def test_unused_route_kinds_do_not_block_delete(
+    client: httpx.AsyncClient, sim: SimClusterThread
+) -> None:
+    # RBAC without httproutes (or a cluster without the Gateway API) answers 403/404
+    project = await new_project(client)
+    assert (await client.post(url(project, "activate"))).status_code == 200
+    sim.fail_requests(
+        f"/apis/gateway.networking.k8s.io/v1/namespaces/{project['namespace']}", 403, count=None
+    )
+    assert (await client.delete(url(project))).status_code == 204
+
+
+async def test_refused_reconciliation_does_not_stop_the_console(
+    console_env: dict[str, str], request: pytest.FixtureRequest, sim: SimClusterThread
+) -> None:
+    sim.fail_requests(
+        "/apis/apps/v1/deployments",
+        403,
+        count=None,
+        method="GET",
+        message="deployments.apps is forbidden: cannot list at the cluster scope",
+    )
+    async with console(request) as client:
+        ready = (await client.get("/readyz")).json()
+        report = ready["checks"]["cluster"]["reconciliation"]
+        assert "forbidden" in report["error"]
+        assert (await client.post("/users/alice/projects", json={"name": "ok"})).status_code == 201

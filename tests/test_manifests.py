@@ -560,7 +560,7 @@ def test_deployment_as_designed() -> None:
     c = container_of(dep)
     assert c["name"] == "goose-api"
     assert c["image"] == "goose-api:latest"
-    assert c["imagePullPolicy"] == "IfNotPresent"
+    assert "imagePullPolicy" not in c  # Kubernetes: Always for :latest, else IfNotPresent
     assert c["ports"] == [{"name": "http", "containerPort": 3001, "protocol": "TCP"}]
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["USER_ID"] == UID

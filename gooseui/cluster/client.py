@@ -204,6 +204,10 @@ class KubeClient:
                 finally:
                     response.release()
                 status = response.status
+            except k8s_config.ConfigException as exc:  # e.g. kubelogin could not refresh
+                raise ClusterUnavailable(
+                    f"The cluster credentials could not be loaded: {exc}"
+                ) from exc
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 ms = round((time.perf_counter() - started) * 1000, 1)
                 error = f"{type(exc).__name__}: {exc}".strip(": ")
@@ -357,7 +361,10 @@ class KubeClient:
             raise ClusterUnavailable(self.info.problem or "No cluster configured.")
         headers: dict[str, str] = {}
         queries: list[Any] = []
-        await self._require().update_params_for_auth(headers, queries, ["BearerToken"])
+        try:
+            await self._require().update_params_for_auth(headers, queries, ["BearerToken"])
+        except k8s_config.ConfigException as exc:
+            raise ClusterUnavailable(f"The cluster credentials could not be loaded: {exc}") from exc
         return headers
 
     def ssl_context(self) -> ssl.SSLContext | bool:

@@ -65,8 +65,8 @@ class ChatPanel:
 
     async def open(self, project: Project) -> None:
         """Show `project`'s conversation: render now, load the history after."""
-        if self.task is not None and self.project and self.project.project_id != project.project_id:
-            self.stop()
+        if self.task is not None:
+            self.stop()  # reopening clears the messages, the streaming reply among them
         self.project = project
         self.card.set_visibility(True)
         self.title.set_text(f"Chat — {project.name}")
@@ -141,6 +141,7 @@ class ChatPanel:
         with self.messages:
             self._message("user", text)
         self.task = background_tasks.create(self._in_slot(reply), name="chat stream")
+        self.task.add_done_callback(lambda _: background_tasks.create(reply.aclose()))
 
     async def _in_slot(self, reply: Any) -> None:
         with self.card:  # a slot for whatever this task renders or notifies

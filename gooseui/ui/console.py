@@ -59,16 +59,16 @@ def page() -> None:
 
     async def start() -> None:
         """After the page is up: the remembered user, the list, then live events."""
-        try:
-            await client.connected(timeout=5)
-            remembered = app.storage.tab.get("user_id")
-        except (TimeoutError, RuntimeError):
-            remembered = None
-        if remembered in {u.id for u in users} and remembered != select.value:
-            select.set_value(remembered)  # triggers on_select
-        else:
-            await pick(select.value)
-        async with rt.bus.subscribe() as queue:
+        async with rt.bus.subscribe() as queue:  # first, so no change slips past the load
+            try:
+                await client.connected(timeout=5)
+                remembered = app.storage.tab.get("user_id")
+            except (TimeoutError, RuntimeError):
+                remembered = None
+            if remembered in {u.id for u in users} and remembered != select.value:
+                select.set_value(remembered)  # triggers on_select
+            else:
+                await pick(select.value)
             while True:
                 event = await queue.get()
                 await projects.handle(event)

@@ -32,17 +32,24 @@ def frame(title: str) -> Iterator[None]:
         with ui.row().classes("items-center gap-4 text-sm"):
             with ui.row().classes("items-center gap-1").mark("cluster"):
                 cluster_dot = ui.icon("circle", size="xs").classes(_dot(None))
+                with cluster_dot:
+                    cluster_tip = ui.tooltip("checking")
                 ui.label(f"Cluster: {rt.cluster_label}")
             with ui.row().classes("items-center gap-1").mark("database"):
                 database_dot = ui.icon("circle", size="xs").classes(_dot(None))
+                with database_dot:
+                    database_tip = ui.tooltip("checking")
                 ui.label(f"Database: {rt.database_label}")
 
     async def check() -> None:
         _, checks = await rt.readiness()
-        for dot, name in ((cluster_dot, "cluster"), (database_dot, "mongodb")):
+        for dot, tip, name in (
+            (cluster_dot, cluster_tip, "cluster"),
+            (database_dot, database_tip, "mongodb"),
+        ):
             check = checks.get(name, {})
             dot.classes(replace=_dot(bool(check.get("ok"))))
-            dot.tooltip(check.get("error") or "answering")
+            tip.set_text(check.get("error") or "answering")
 
     ui.timer(HEALTH_SECONDS, check)
     with ui.column().classes("w-full max-w-6xl mx-auto p-4 gap-4"):

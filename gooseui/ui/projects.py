@@ -119,6 +119,10 @@ class ProjectRow:
         except GooseUIError as exc:
             notify_error(exc)
 
+    async def _in_card(self, work: Awaitable[object]) -> None:
+        with self.card:  # a task of its own needs a slot for its notification
+            await self._run(work)
+
     async def _activate(self) -> None:
         p = self.project
         await self._run(self.service.activate(p.user_id, p.project_id, wait=False))
@@ -159,7 +163,7 @@ class ProjectRow:
             def confirm() -> None:
                 dialog.close()
                 background_tasks.create(
-                    self._run(self.service.delete_project(p.user_id, p.project_id)),
+                    self._in_card(self.service.delete_project(p.user_id, p.project_id)),
                     name="delete project",
                 )
 
