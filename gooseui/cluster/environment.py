@@ -13,12 +13,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gooseui.cluster import manifests
-from gooseui.cluster.client import KubeClient, KubeError, path_for
+from gooseui.cluster.client import ClusterUnavailable, KubeClient, KubeError, path_for
 from gooseui.cluster.readiness import Obj, Verdict, evaluate
 from gooseui.config import Settings
 
 ProgressCallback = Callable[[Verdict], Awaitable[None]]
 WATCH_SECONDS = 50
+WATCH_RETRIES = 3
 
 
 class _Follower:
@@ -51,6 +52,7 @@ class _Follower:
 
     async def _follow(self) -> None:
         version: str | None = None
+        failures = 0
         while True:
             if version is None:
                 listing = await self.kube.request("GET", self.path, query=self.query)
@@ -60,6 +62,8 @@ class _Follower:
                 version = (listing.get("metadata") or {}).get("resourceVersion")
                 self.listed = True
                 self.changed.set()
+            opened = time.monotonic()
+            seen = 0
             try:
                 async for event in self.kube.watch(
                     self.path,
@@ -68,6 +72,7 @@ class _Follower:
                     label_selector=self.query.get("labelSelector"),
                     field_selector=self.query.get("fieldSelector"),
                 ):
+                    seen += 1
                     obj = event.get("object") or {}
                     version = (obj.get("metadata") or {}).get("resourceVersion") or version
                     if event.get("type") == "BOOKMARK":
@@ -78,10 +83,18 @@ class _Follower:
                     else:
                         self.objects[name] = obj
                     self.changed.set()
+                failures = 0
             except KubeError as exc:
                 if exc.status != 410:
                     raise
                 version = None  # too old: list again, then watch from the new version
+                continue
+            except ClusterUnavailable:
+                failures += 1  # a dropped connection: watch again, a few times, then give up
+                if failures > WATCH_RETRIES:
+                    raise
+            if not seen and time.monotonic() - opened < 1.0:
+                await asyncio.sleep(1.0)  # a proxy that ends watches at once must not spin us
 
 
 class Environments:
