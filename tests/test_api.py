@@ -7,9 +7,8 @@ import logging
 
 import httpx
 import pytest
-from nicegui import app
 
-from gooseui.models import Status
+from gooseui.devcluster import SimClusterThread
 
 PROJECT_KEYS = {
     "user_id",
@@ -102,16 +101,20 @@ async def test_delete(client: httpx.AsyncClient) -> None:
     await create(client, "Doomed")
 
 
-async def test_delete_in_transition_is_refused(client: httpx.AsyncClient) -> None:
+async def test_delete_in_transition_is_refused(
+    client: httpx.AsyncClient, sim: SimClusterThread
+) -> None:
     project = await create(client, "Busy")
-    store = app.state.runtime.service.store
-    await store.compare_and_set(
-        "alice", project["project_id"], [Status.INACTIVE], {"status": "activating"}
-    )
+    sim.set_slow_readiness(3.0)  # keep the activation running while we try to delete
     url = f"/users/alice/projects/{project['project_id']}"
+    started = await client.post(f"{url}/activate", params={"wait": "false"})
+    assert started.status_code == 202
     body = assert_error(await client.delete(url), 409, "InTransition")
     assert "activating" in body["detail"]
     assert (await client.get(url)).json()["status"] == "activating"
+    renamed = await client.put(url, json={"name": "Busy but renamed"})
+    assert renamed.status_code == 200  # metadata may change during a transition
+    sim.set_slow_readiness(0.0)
 
 
 @pytest.mark.parametrize(
