@@ -17,7 +17,7 @@ from typing import Any
 
 from gooseui.cluster import manifests
 from gooseui.cluster.client import ClusterUnavailable, KubeError
-from gooseui.cluster.endpoints import resolve
+from gooseui.cluster.endpoints import candidates
 from gooseui.cluster.environment import Environments
 from gooseui.cluster.readiness import Verdict
 from gooseui.config import Settings
@@ -261,8 +261,10 @@ class Lifecycle:
                 if verdict.failed:
                     raise Failure(verdict.reason or "Failed", verdict.message or "")
                 route = await envs.get_route(uid, pid)
-                endpoint = resolve(self.settings, envs.kube, uid, pid, route is not None)
-                await step("health", "Checking the agent's health", self._healthy(endpoint))
+                options = candidates(self.settings, envs.kube, uid, pid, route is not None)
+                endpoint = await step(
+                    "health", "Checking the agent's health", self._first_healthy(options)
+                )
         except TimeoutError:
             failure = Failure(
                 "Timeout",
@@ -306,10 +308,30 @@ class Lifecycle:
         self.publish(active, Status.ACTIVE, "ready", f"Active at {endpoint}")
         return active
 
-    async def _healthy(self, endpoint: str) -> None:
+    async def _first_healthy(self, endpoints: list[str]) -> str:
+        """The first endpoint whose health check passes (the last failure if none does)."""
+        for index, endpoint in enumerate(endpoints):
+            last = index == len(endpoints) - 1
+            try:
+                # an alternative is waiting: give this one a shorter window
+                await self._healthy(endpoint, HEALTH_ATTEMPTS_SECONDS if last else 5.0)
+                return endpoint
+            except Failure:
+                if last:
+                    raise
+                log(
+                    logger,
+                    "project.endpoint_fallback",
+                    logging.WARNING,
+                    endpoint=endpoint,
+                    next=endpoints[index + 1],
+                )
+        raise AssertionError("no endpoint to check")
+
+    async def _healthy(self, endpoint: str, window: float = HEALTH_ATTEMPTS_SECONDS) -> None:
         """The health check, retried briefly: a proxy or route may trail the pod's readiness."""
         assert self.goose is not None
-        deadline = time.monotonic() + HEALTH_ATTEMPTS_SECONDS
+        deadline = time.monotonic() + window
         delay = 0.1
         while True:
             try:

@@ -462,3 +462,35 @@ async def test_refused_reconciliation_does_not_stop_the_console(
         report = ready["checks"]["cluster"]["reconciliation"]
         assert "forbidden" in report["error"]
         assert (await client.post("/users/alice/projects", json={"name": "ok"})).status_code == 201
+
+
+async def test_auto_mode_falls_back_to_the_proxy(
+    client: httpx.AsyncClient, console_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nicegui import app
+
+    from gooseui.cluster.endpoints import candidates
+
+    runtime = app.state.runtime
+    settings = runtime.settings.model_copy(update={"ingress_base_domain": "example.test"})
+    options = candidates(settings, runtime.kube, "alice", "abcd1234", route_exists=True)
+    assert (
+        options[0]
+        == "http://proj-abcd1234." + console_env["NAMESPACE_PREFIX"] + "alice.example.test"
+    )
+    assert options[1].endswith("/services/proj-abcd1234-api:3001/proxy")
+    assert (
+        candidates(
+            settings.model_copy(update={"endpoint_mode": "ingress"}),
+            runtime.kube,
+            "alice",
+            "abcd1234",
+            route_exists=True,
+        )
+        == options[:1]
+    )
+    # a route that does not answer yet (here: a closed loopback port) gives way to the proxy
+    project = await new_project(client)
+    active = (await client.post(url(project, "activate"))).json()
+    chosen = await runtime.lifecycle._first_healthy(["http://127.0.0.1:9", active["endpoint"]])
+    assert chosen == active["endpoint"]

@@ -7,6 +7,22 @@ from gooseui.cluster.client import KubeClient
 from gooseui.config import Settings
 
 
+def candidates(
+    settings: Settings, kube: KubeClient, user_id: str, project_id: str, route_exists: bool
+) -> list[str]:
+    """Endpoints to try in order: `auto` outside the cluster tries the route, then the proxy.
+
+    A fresh route's host may not resolve yet, or its load balancer may still be coming up;
+    the API server's proxy works as soon as the pod is ready.
+    """
+    first = resolve(settings, kube, user_id, project_id, route_exists)
+    if settings.endpoint_mode == "auto" and not kube.info.in_cluster and route_exists:
+        as_proxy = settings.model_copy(update={"endpoint_mode": "proxy"})
+        proxy = resolve(as_proxy, kube, user_id, project_id, route_exists)
+        return [first, proxy] if proxy != first else [first]
+    return [first]
+
+
 def resolve(
     settings: Settings, kube: KubeClient, user_id: str, project_id: str, route_exists: bool
 ) -> str:
