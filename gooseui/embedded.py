@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import signal
 import socket
 import sys
 import time
@@ -32,6 +33,15 @@ class EmbeddedDatabaseError(RuntimeError):
 def available() -> bool:
     """Whether the SecantusDB server can be started (looked up, not imported)."""
     return importlib.util.find_spec("secantus") is not None
+
+
+def _die_with_parent() -> None:
+    """Linux: the database gets SIGTERM if the console dies without stopping it (kill -9)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -80,6 +90,7 @@ class EmbeddedMongo:
                 str(self.storage),
                 "--log-level",
                 "WARNING",
+                preexec_fn=_die_with_parent,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
