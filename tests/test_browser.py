@@ -81,3 +81,8 @@ def test_main_journey(screen: Screen, console_env: dict[str, str], sim: SimClust
     until(lambda: "arrive." in visible_text(screen))
     assert "arrive." not in partial, "the reply should have been seen before it was complete"
     shot("05-reply-complete")
+    # the user picked is remembered by this tab across a reload
+    screen.selenium.refresh()
+    until(lambda: "Browser journey" in visible_text(screen))
+    assert "Bob Brenner" in visible_text(screen)
+    shot("06-reloaded-same-user")

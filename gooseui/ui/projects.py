@@ -43,28 +43,30 @@ class ProjectRow:
         self.open_chat = open_chat
         pid = project.project_id
         with ui.card().classes("w-full").mark(f"row-{pid}") as self.card:
-            with ui.row().classes("w-full items-center justify-between no-wrap"):
+            with ui.row().classes("w-full items-center justify-between no-wrap gap-2"):
                 with ui.column().classes("gap-0 min-w-0"):
                     self.name = ui.label().classes("text-lg font-medium").mark(f"name-{pid}")
                     ui.label(pid).classes("text-xs text-gray-500 font-mono")
-                with ui.row().classes("items-center gap-2"):
+                with ui.row().classes("items-center gap-1 justify-end"):
                     self.badge = ui.badge().mark(f"status-{pid}")
-                    self.activate = ui.button(
-                        "Activate", icon="play_arrow", on_click=self._activate
-                    ).mark(f"activate-{pid}")
+                    self.activate = (
+                        ui.button("Activate", icon="play_arrow", on_click=self._activate)
+                        .props("dense no-caps")
+                        .mark(f"activate-{pid}")
+                    )
                     self.deactivate = (
                         ui.button("Deactivate", icon="stop", on_click=self._deactivate)
-                        .props("outline")
+                        .props("outline dense no-caps")
                         .mark(f"deactivate-{pid}")
                     )
                     ui.button(
                         "Chat", icon="chat", on_click=lambda: self.open_chat(self.project)
-                    ).props("flat").mark(f"chat-{pid}")
-                    ui.button("Rename", icon="edit", on_click=self._rename).props("flat").mark(
-                        f"rename-{pid}"
-                    )
+                    ).props("flat dense no-caps").mark(f"chat-{pid}")
+                    ui.button("Rename", icon="edit", on_click=self._rename).props(
+                        "flat dense no-caps"
+                    ).mark(f"rename-{pid}")
                     ui.button("Delete", icon="delete", on_click=self._delete).props(
-                        "flat color=negative"
+                        "flat dense no-caps color=negative"
                     ).mark(f"delete-{pid}")
             with ui.row().classes("w-full gap-6 text-sm text-gray-600"):
                 self.endpoint = ui.label().classes("font-mono break-all")
