@@ -63,7 +63,3 @@ class EventBus:
             yield queue
         finally:
             self._subscribers.discard(entry)
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)

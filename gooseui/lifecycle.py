@@ -24,7 +24,7 @@ from gooseui.config import Settings
 from gooseui.errors import Conflict, GooseUIError, UpstreamFailed, UpstreamTimeout
 from gooseui.events import EventBus, ProjectEvent
 from gooseui.goose import GooseClient, GooseUnreachable
-from gooseui.logs import log, request_id
+from gooseui.logs import log
 from gooseui.models import Project, Status
 from gooseui.store import ProjectStore, now
 
@@ -491,5 +491,4 @@ class Lifecycle:
                 logging.WARNING,
                 user_id=project.user_id,
                 error=str(exc),
-                request_id=request_id.get(),
             )

@@ -140,9 +140,7 @@ class ProjectService:
         name = clean_name(name)
         doc = await self.store.rename(user_id, project_id, name, forbidden=[Status.DELETING])
         if doc is None:
-            if current.status == Status.DELETING:
-                raise Conflict(f"Project {current.name!r} is being deleted.", code="InTransition")
-            await self.get_project(user_id, project_id)  # raises NotFound if it went away
+            await self.get_project(user_id, project_id)  # NotFound if it went away meanwhile
             raise Conflict(f"Project {current.name!r} is being deleted.", code="InTransition")
         project = Project.from_document(doc)
         self._announce(project, "renamed", f"Renamed to {name!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
 import pytest
@@ -44,10 +45,18 @@ async def create_via_ui(user: User, name: str) -> str:
     raise AssertionError(f"project {name!r} was not created")
 
 
-async def test_create_rename_delete(user: User) -> None:
+async def test_create_rename_delete(user: User, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     await user.open("/")
     await user.should_see("No projects yet", retries=50)
     pid = await create_via_ui(user, "Alpha")
+    # an operator action in the browser gets its own correlation id, like a REST request
+    inserts = [
+        r
+        for r in caplog.records
+        if r.getMessage() == "mongo.write" and r.fields.get("op") == "insert"
+    ]
+    assert inserts and inserts[-1].request_id not in ("", "-")
     await user.should_see(marker=f"status-{pid}")
     # a duplicate name is refused at the input
     user.find(marker="project-name").type("ALPHA")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from gooseui.cluster import manifests
 from gooseui.cluster.client import ClusterUnavailable, KubeClient, KubeError, path_for
@@ -276,11 +275,6 @@ class Environments:
 
     # read ------------------------------------------------------------------------------
 
-    async def get_deployment(self, user_id: str, project_id: str) -> Obj | None:
-        return await self.kube.get(
-            path_for("Deployment", self.namespace(user_id), manifests.object_name(project_id))
-        )
-
     async def get_route(self, user_id: str, project_id: str) -> Obj | None:
         kind = manifests.route_kind(self.settings)
         if kind is None:
@@ -300,12 +294,3 @@ class Environments:
 
 def replicas_of(deployment: Obj | None) -> int:
     return int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
-
-
-def ready_replicas(deployment: Obj | None) -> int:
-    return int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
-
-
-def describe(deployment: Any) -> str:
-    meta = (deployment or {}).get("metadata") or {}
-    return f"{meta.get('namespace')}/{meta.get('name')}"

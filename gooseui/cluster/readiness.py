@@ -202,7 +202,3 @@ def evaluate(
         return Verdict(step="scheduling", progress="Waiting for the pod to be created")
     step, progress = _pod_progress(live[0])
     return Verdict(step=step, progress=progress)
-
-
-def pods_gone(pods: list[Obj]) -> bool:
-    return not pods

@@ -17,7 +17,7 @@ from nicegui import background_tasks, ui
 
 from gooseui.chat import event_payload, split_events
 from gooseui.errors import GooseUIError
-from gooseui.logs import log
+from gooseui.logs import bind_request_id, log
 from gooseui.models import Project, Status
 from gooseui.service import ProjectService
 from gooseui.ui.projects import notify_error
@@ -100,6 +100,7 @@ class ChatPanel:
                 await self.open(project)
 
     async def _activate(self) -> None:
+        bind_request_id()  # one id per operator action, on every log line
         assert self.project is not None
         try:
             await self.service.activate(self.project.user_id, self.project.project_id, wait=False)
@@ -115,6 +116,7 @@ class ChatPanel:
         return ui.markdown(content).classes("w-full")
 
     async def new_conversation(self) -> None:
+        bind_request_id()  # one id per operator action, on every log line
         if self.project is None:
             return
         self.stop()
@@ -127,6 +129,7 @@ class ChatPanel:
         ui.notify("A new conversation has started.")
 
     async def send(self) -> None:
+        bind_request_id()  # one id per operator action, on every log line
         if self.project is None or self.task is not None:
             return
         text = self.input.value or ""

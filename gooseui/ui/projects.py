@@ -8,6 +8,7 @@ from nicegui import background_tasks, ui
 
 from gooseui.errors import GooseUIError
 from gooseui.events import ProjectEvent
+from gooseui.logs import bind_request_id
 from gooseui.models import Project, Status
 from gooseui.service import ProjectService
 
@@ -116,6 +117,7 @@ class ProjectRow:
         self.progress_label.set_visibility(True)
 
     async def _run(self, work: Awaitable[object]) -> None:
+        bind_request_id()  # one id per operator action, on every log line
         try:
             await work
         except GooseUIError as exc:
@@ -140,6 +142,7 @@ class ProjectRow:
             name = ui.input("New name", value=p.name).classes("w-full").mark("rename-input")
 
             async def save() -> None:
+                bind_request_id()  # one id per operator action, on every log line
                 try:
                     renamed = await self.service.rename_project(
                         p.user_id, p.project_id, name.value or ""
@@ -212,6 +215,7 @@ class ProjectList:
                 self.rows[project.project_id] = ProjectRow(self.service, project, self.open_chat)
 
     async def create(self) -> None:
+        bind_request_id()  # one id per operator action, on every log line
         if self.user_id is None:
             return
         try:
