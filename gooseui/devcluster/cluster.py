@@ -26,9 +26,10 @@ from .api import ApiServer
 from .deployments import DeploymentController, ReplicaSetController
 from .events import EventRecorder
 from .faults import AgentFault, Faults, RequestFault
-from .goose import AgentLog, GooseServer, SessionStore, StreamRecord
+from .goose import AgentDatabases, AgentLog, GooseServer, StreamRecord
 from .kubelet import Kubelet, node_object, node_status
 from .lifecycle import GarbageCollector, NamespaceController, QuotaController
+from .process import Launch
 from .proxy import ServiceProxy
 from .registry import Registry
 from .resources import NAMESPACES, NODES
@@ -76,7 +77,7 @@ class SimCluster:
         self.store = Store(history_limit)
         self.registry = Registry(self.store)
         self.faults = Faults()
-        self.sessions = SessionStore()
+        self.agent_databases = AgentDatabases()
         self.agent_log = AgentLog()
         self.recorder = EventRecorder(self.registry)
         self.certificates: tls.Certificates | None = None
@@ -177,6 +178,7 @@ class SimCluster:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        await self.agent_databases.close()
 
     async def __aenter__(self) -> SimCluster:
         return await self.start()
@@ -205,17 +207,11 @@ class SimCluster:
         env: dict[str, str],
         healthy: bool,
         on_log: Callable[[str], None],
+        files: dict[str, str] | None = None,
     ) -> GooseServer:
+        launch = Launch(pod["metadata"]["name"], project, env, files or {}, on_log)
         return GooseServer(
-            pod["metadata"]["name"],
-            project,
-            env,
-            self.sessions,
-            lambda: self.agent,
-            self.faults,
-            self.agent_log,
-            healthy,
-            on_log,
+            launch, self.agent_databases, lambda: self.agent, self.faults, self.agent_log, healthy
         )
 
     # ------------------------------------------------------------------ fault API

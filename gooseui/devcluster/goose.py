@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from .faults import Faults, StreamBehaviour
+from .process import Launch
 from .settings import AgentSettings
 
 log = logging.getLogger(__name__)
@@ -241,25 +242,37 @@ class _SseWriter:
                     return  # the reply's own writes notice and record the disconnect
 
 
+class AgentDatabases:
+    """The agents' databases, one client per `MONGODB_URL`, shared by every simulated pod.
+
+    (Transitional: sessions are still kept in memory here.)
+    """
+
+    def __init__(self) -> None:
+        self.sessions = SessionStore()
+
+    async def close(self) -> None:
+        return None
+
+
 class GooseServer:
     """One pod's Goose API on its own loopback port."""
 
     def __init__(
         self,
-        pod: str,
-        project: Project,
-        env: dict[str, str],
-        sessions: SessionStore,
+        launch: Launch,
+        databases: AgentDatabases,
         settings: Callable[[], AgentSettings],
         faults: Faults,
         agent_log: AgentLog,
         healthy: bool = True,
-        on_log: Callable[[str], None] | None = None,
     ) -> None:
-        self.pod = pod
-        self.project = project
-        self.env = env
-        self.sessions = sessions
+        self.launch = launch
+        self.pod = launch.pod
+        self.project = launch.project
+        self.env = launch.env
+        self.sessions = databases.sessions
+        on_log = launch.on_log
         self.settings = settings
         self.faults = faults
         self.agent_log = agent_log
