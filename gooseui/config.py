@@ -7,8 +7,11 @@ one line naming the variable, so `load_settings` turns pydantic's report into `C
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import shlex
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +25,14 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_LABEL = 63
 
 DEMO_USERS = "alice:Alice Anders,bob:Bob Brenner,carol:Carol Chen"
+
+# The image's entrypoint is `goose api-server --port 3001 --host 0.0.0.0`; `args` alone would
+# be appended to it, so moving the port means replacing the command as well.
+GOOSE_COMMAND = "/usr/local/bin/goose"
+GOOSE_ARGS = "api-server --host 0.0.0.0 --port {port}"
+AGENT_DATABASE = "goose_{user_id}"
+# MongoDB refuses these in database names (and names longer than 63 bytes)
+_BAD_DB_CHARS = set('/\\. "$*<>:|?')
 
 _UNPREFIXED = {
     "kubeconfig": "KUBECONFIG",
@@ -77,7 +88,16 @@ class Settings(BaseSettings):
     gateway_name: str | None = None
     gateway_namespace: str | None = None
     activation_timeout: float = Field(300.0, gt=0)
+    # the agent's environment (MONGODB_URL, GOOSE_PROVIDER, GOOSE_MODEL, provider keys): a
+    # Secret in the console's namespace, or a dotenv file; exactly one
     goose_env_secret: str | None = None
+    goose_env_file: Path | None = None
+    # the agent's sessions database, per user by default so users never see each other's
+    agent_database: str = AGENT_DATABASE
+    goose_command: str = Field(GOOSE_COMMAND, min_length=1)
+    goose_args: str = GOOSE_ARGS
+    # a config.yaml for the agent (its extensions, i.e. its tools), mounted in the pod
+    goose_config: Path | None = None
     image_pull_secret: str | None = None
     data_dir: Path = Path(".gooseui")
     host: str = "127.0.0.1"
@@ -99,6 +119,13 @@ class Settings(BaseSettings):
     ingress_namespace: str = "ingress-nginx"
     # where the API server's service-proxy traffic enters pods from (AKS: konnectivity agent)
     apiserver_namespace: str = "kube-system"
+    # where API-server proxy traffic comes from when not from pods (AKS with API Server VNet
+    # Integration, kubeadm, kind, k3s): admitted by the NetworkPolicy as ipBlocks
+    apiserver_cidrs: str | None = None
+    # source ranges allowed to reach a project's route (the agent's API has no auth)
+    route_allow_cidrs: str | None = None
+    # how long the agent's health check may fail after the pod is ready
+    health_timeout: float = Field(15.0, gt=0)
     keep_namespaces: bool = False
     # an unschedulable pod may be waiting for the cluster autoscaler to add a node
     unschedulable_grace: float = Field(180.0, ge=0)
@@ -123,12 +150,61 @@ class Settings(BaseSettings):
         "gateway_name",
         "gateway_namespace",
         "goose_env_secret",
+        "goose_env_file",
+        "goose_config",
         "image_pull_secret",
+        "apiserver_cidrs",
+        "route_allow_cidrs",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("apiserver_cidrs", "route_allow_cidrs")
+    @classmethod
+    def _cidrs_parse(cls, value: str | None) -> str | None:
+        return None if value is None else ",".join(parse_cidrs(value))
+
+    @field_validator("goose_env_file", "goose_config")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        return value
+
+    @field_validator("goose_config")
+    @classmethod
+    def _config_is_yaml(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                yaml.safe_load(value.read_text(encoding="utf-8"))
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{str(value)!r} is not YAML: {exc}".splitlines()[0]) from None
+        return value
+
+    @field_validator("agent_database")
+    @classmethod
+    def _database_template(cls, value: str) -> str:
+        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        if not fields <= {"user_id", "project_id"}:
+            raise ValueError("may only use {user_id} and {project_id}")
+        sample = value.format(user_id="u" * 30, project_id="p" * 8)
+        if not sample or _BAD_DB_CHARS & set(sample) or len(sample.encode()) > 63:
+            raise ValueError(
+                'must give a MongoDB database name (no / \\ . space " $ * < > : | ?, '
+                "at most 63 bytes for the longest user id)"
+            )
+        return value
+
+    @field_validator("goose_args")
+    @classmethod
+    def _args_parse(cls, value: str) -> str:
+        try:
+            [arg.format(port=1) for arg in shlex.split(value)]
+        except (ValueError, KeyError, IndexError) as exc:
+            raise ValueError(f"cannot be split into arguments ({exc}); use {{port}} only") from None
+        return value
 
     @field_validator("users")
     @classmethod
@@ -143,6 +219,36 @@ class Settings(BaseSettings):
     @property
     def mongo_embedded(self) -> bool:
         return self.mongo_uri is None
+
+    def goose_argv(self) -> list[str]:
+        """The agent container's `args`, with `{port}` filled in."""
+        return [arg.format(port=self.goose_port) for arg in shlex.split(self.goose_args)]
+
+    def agent_database_for(self, user_id: str, project_id: str) -> str:
+        return self.agent_database.format(user_id=user_id, project_id=project_id)
+
+    def apiserver_cidr_list(self) -> list[str]:
+        return self.apiserver_cidrs.split(",") if self.apiserver_cidrs else []
+
+    def route_allow_cidr_list(self) -> list[str]:
+        return self.route_allow_cidrs.split(",") if self.route_allow_cidrs else []
+
+
+def parse_cidrs(value: str) -> list[str]:
+    """Comma-separated CIDRs (a bare address is one host), normalised; a bad one is an error."""
+    cidrs = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR") from None
+        cidrs.append(str(network))
+    if not cidrs:
+        raise ValueError("no CIDR given")
+    return cidrs
 
 
 def parse_users(value: str, prefix: str = "user-") -> list[User]:
@@ -197,6 +303,11 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         settings = Settings(**overrides)
         settings.user_list()
+        if settings.goose_env_secret and settings.goose_env_file:
+            raise ConfigError(
+                f"{env_name('goose_env_secret')} and {env_name('goose_env_file')} are both set; "
+                "set one: the Secret in the cluster, or the file on this machine"
+            )
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"

@@ -566,8 +566,16 @@ def test_deployment_as_designed() -> None:
     assert env["USER_ID"] == UID
     assert env["PROJECT_ID"] == PID
     assert env["PORT"] == "3001"
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    # one user's agents keep their sessions apart from every other user's
+    assert env["MONGODB_DATABASE"] == f"goose_{UID}"
+    # the image's entrypoint is replaced, so the port in the args is the one it listens on
+    assert c["command"] == ["/usr/local/bin/goose"]
+    assert c["args"] == ["api-server", "--host", "0.0.0.0", "--port", "3001"]
+    for probe in ("startupProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/api/v1/health", "port": "http"}, probe
+    # the health endpoint answers 503 when MongoDB blips: that must not restart the agent
+    assert c["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    assert "httpGet" not in c["livenessProbe"]
     startup = c["startupProbe"]
     # the pod gets at least as long to start as the console waits for it
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
@@ -575,8 +583,10 @@ def test_deployment_as_designed() -> None:
         "requests": {"cpu": "250m", "memory": "256Mi"},
         "limits": {"cpu": "1", "memory": "1Gi"},
     }
-    assert "envFrom" not in c
+    assert c["envFrom"] == [{"secretRef": {"name": "gooseui-agent-env"}}]
     assert "imagePullSecrets" not in spec["template"]["spec"]
+    assert "annotations" not in spec["template"]["metadata"]
+    assert [v["name"] for v in spec["template"]["spec"]["volumes"]] == ["tmp"]
 
 
 def test_deployment_secrets_and_resources_from_settings() -> None:
@@ -591,8 +601,10 @@ def test_deployment_secrets_and_resources_from_settings() -> None:
     )
     dep = deployment(s)
     c = container_of(dep)
-    assert c["envFrom"] == [{"secretRef": {"name": "goose-env"}}]
+    # the pod reads the console's copy in its namespace, not the source Secret
+    assert c["envFrom"] == [{"secretRef": {"name": "gooseui-agent-env"}}]
     assert dep["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "acr-pull"}]
+    assert c["args"] == ["api-server", "--host", "0.0.0.0", "--port", "8080"]
     assert c["resources"] == {
         "requests": {"cpu": "100m", "memory": "128Mi"},
         "limits": {"cpu": "2", "memory": "2Gi"},
@@ -602,6 +614,93 @@ def test_deployment_secrets_and_resources_from_settings() -> None:
     assert service["spec"]["ports"] == [
         {"name": "http", "protocol": "TCP", "port": 8080, "targetPort": "http"}
     ]
+
+
+def test_agent_settings_reach_the_pod(tmp_path: Any) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("extensions:\n  developer: {enabled: true, type: builtin}\n")
+    s = settings(
+        agent_database="agents_{user_id}_{project_id}",
+        goose_args="api-server --port {port} --host 0.0.0.0 --verbose",
+        goose_command="goose",
+        goose_config=str(config),
+    )
+    dep = by_kind(m.render_project(s, UID, PID, 1, checksum="abc123"))["Deployment"]
+    template = dep["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"gooseui.io/agent-env-checksum": "abc123"}
+    c = container_of(dep)
+    assert c["command"] == ["goose"]
+    assert c["args"] == ["api-server", "--port", "3001", "--host", "0.0.0.0", "--verbose"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["MONGODB_DATABASE"] == f"agents_{UID}_{PID}"
+    mount = next(v for v in c["volumeMounts"] if v["name"] == "goose-config")
+    assert mount == {
+        "name": "goose-config",
+        "mountPath": "/tmp/.config/goose/config.yaml",
+        "subPath": "config.yaml",
+        "readOnly": True,
+    }
+    volume = next(v for v in template["spec"]["volumes"] if v["name"] == "goose-config")
+    assert volume["configMap"] == {"name": "gooseui-goose-config"}
+    validate_object(dep)
+
+
+def test_agent_objects() -> None:
+    s = settings(image_pull_secret="acr-pull")
+    objects = m.render_agent(
+        s,
+        UID,
+        {"MONGODB_URL": "bW9uZ28=", "GOOSE_MODE": "YXV0bw=="},
+        "file agent.env",
+        config="extensions: {}\n",
+        pull_secret={
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": "e30="},
+        },
+    )
+    secret, pull, config = objects
+    assert (secret["kind"], secret["metadata"]["name"]) == ("Secret", "gooseui-agent-env")
+    assert secret["metadata"]["namespace"] == "user-alice"
+    assert secret["type"] == "Opaque"
+    assert secret["data"] == {"MONGODB_URL": "bW9uZ28=", "GOOSE_MODE": "YXV0bw=="}
+    assert secret["metadata"]["annotations"] == {"gooseui.io/source": "file agent.env"}
+    assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gooseui"
+    assert (pull["metadata"]["name"], pull["type"]) == (
+        "acr-pull",
+        "kubernetes.io/dockerconfigjson",
+    )
+    assert pull["data"] == {".dockerconfigjson": "e30="}
+    assert config["kind"] == "ConfigMap"
+    assert config["data"] == {"config.yaml": "extensions: {}\n"}
+    for obj in objects:
+        validate_object(obj)
+
+
+def test_network_policy_admits_apiserver_cidrs() -> None:
+    s = settings(apiserver_cidrs="10.224.0.4, 172.16.0.0/28")
+    policy = by_kind(m.render_namespace(s, UID))["NetworkPolicy"]
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert peers[1:] == [
+        {"ipBlock": {"cidr": "10.224.0.4/32"}},
+        {"ipBlock": {"cidr": "172.16.0.0/28"}},
+    ]
+    validate_object(policy)
+
+
+def test_ingress_allow_list() -> None:
+    s = settings(
+        ingress_base_domain="goose.example.com", route_allow_cidrs="203.0.113.0/24,198.51.100.7"
+    )
+    ingress = by_kind(m.render_project(s, UID, PID, 0))["Ingress"]
+    notes = ingress["metadata"]["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/whitelist-source-range"] == (
+        "203.0.113.0/24,198.51.100.7/32"
+    )
+    open_ingress = by_kind(m.render_project(settings(ingress_base_domain="x.io"), UID, PID, 0))
+    assert (
+        "nginx.ingress.kubernetes.io/whitelist-source-range"
+        not in (open_ingress["Ingress"]["metadata"]["annotations"])
+    )
 
 
 @pytest.mark.parametrize(("timeout", "deadline"), [(5, 30), (30, 30), (600.5, 601)])
@@ -672,6 +771,9 @@ def test_ingress_as_designed() -> None:
     assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
     assert annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
     assert annotations["nginx.ingress.kubernetes.io/proxy-http-version"] == "1.1"
+    # the same for NGINX Inc's controller, which reads its own prefix
+    assert annotations["nginx.org/proxy-buffering"] == "False"
+    assert annotations["nginx.org/proxy-read-timeout"] == "3600s"
 
 
 @pytest.mark.parametrize("gateway_namespace", [None, "gateway-system"])
@@ -816,6 +918,7 @@ def test_settings_values_cannot_inject(value: str) -> None:
         cpu_request=value,
         quota_memory=value,
         console_namespace=value,
+        goose_command=value,
         ingress_base_domain="example.com",
     )
     reference = everything(
@@ -833,7 +936,7 @@ def test_settings_values_cannot_inject(value: str) -> None:
     c = container_of(kinds["Deployment"])
     assert sorted(c) == sorted(container_of(by_kind(reference)["Deployment"]))
     assert c["image"] == value
-    assert c["envFrom"] == [{"secretRef": {"name": value}}]
+    assert c["command"] == [value]
     assert c["resources"]["requests"]["cpu"] == value
     assert kinds["Deployment"]["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": value}]
     assert kinds["Ingress"]["spec"]["ingressClassName"] == value
@@ -844,6 +947,9 @@ def test_settings_values_cannot_inject(value: str) -> None:
         "ingress-nginx",
         "kube-system",
     ]
+    (secret,) = m.render_agent(s, UID, {"K": value}, value)
+    assert secret["data"] == {"K": value}
+    assert secret["metadata"]["annotations"]["gooseui.io/source"] == value
 
 
 def test_gateway_values_cannot_inject() -> None:
@@ -894,6 +1000,8 @@ def test_templates_found_and_environment_cached() -> None:
             "service",
             "ingress",
             "httproute",
+            "agent-secret",
+            "goose-config",
         )
     }
     assert m._environment() is m._environment()

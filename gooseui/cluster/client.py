@@ -43,6 +43,8 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "Pod": ("api/v1", "pods", True),
     "Service": ("api/v1", "services", True),
     "Event": ("api/v1", "events", True),
+    "Secret": ("api/v1", "secrets", True),
+    "ConfigMap": ("api/v1", "configmaps", True),
     "LimitRange": ("api/v1", "limitranges", True),
     "ResourceQuota": ("api/v1", "resourcequotas", True),
     "Deployment": ("apis/apps/v1", "deployments", True),

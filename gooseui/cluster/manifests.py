@@ -45,6 +45,11 @@ HEALTH_PATH = "/api/v1/health"
 LIMIT_RANGE_NAME = "gooseui-defaults"
 QUOTA_NAME = "gooseui-quota"
 NETWORK_POLICY_NAME = "gooseui-allow-goose"
+AGENT_SECRET_NAME = "gooseui-agent-env"
+CONFIG_MAP_NAME = "gooseui-goose-config"
+# HOME is /tmp in the pod (the root filesystem is read-only); the agent reads its config here
+CONFIG_PATH = "/tmp/.config/goose/config.yaml"
+ANNOTATION_SOURCE = "gooseui.io/source"
 
 # A Deployment reports ProgressDeadlineExceeded after this long without progress; shorter
 # than this the controller gives up on a slow but healthy image pull.
@@ -194,6 +199,7 @@ def render_namespace(settings: Settings, user_id: str) -> list[dict[str, Any]]:
                 name=NETWORK_POLICY_NAME,
                 pod_selector={LABEL_NAME: APP_NAME},
                 allowed_namespaces=allowed_namespaces(settings),
+                apiserver_cidrs=settings.apiserver_cidr_list(),
                 port=settings.goose_port,
                 **common,
             )
@@ -217,13 +223,61 @@ def allowed_namespaces(settings: Settings) -> list[str]:
     return list(dict.fromkeys(allowed))
 
 
+def render_agent(
+    settings: Settings,
+    user_id: str,
+    values: dict[str, str],
+    source: str,
+    config: str | None = None,
+    pull_secret: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The copies a user's namespace holds for its agents: environment, pull secret, config.
+
+    `values` is the Secret's base64 `data`; `pull_secret` the `{type, data}` of the
+    console's pull secret, copied under the same name.
+    """
+    common = {"namespace": namespace_name(settings, user_id), "labels": namespace_labels(user_id)}
+    objects = [
+        _render(
+            "agent-secret.yaml.j2",
+            name=AGENT_SECRET_NAME,
+            type="Opaque",
+            data=values,
+            source=source,
+            **common,
+        )
+    ]
+    if pull_secret is not None and settings.image_pull_secret:
+        objects.append(
+            _render(
+                "agent-secret.yaml.j2",
+                name=settings.image_pull_secret,
+                type=pull_secret.get("type") or "Opaque",
+                data=pull_secret.get("data") or {},
+                source=f"Secret {settings.image_pull_secret} in namespace "
+                f"{settings.console_namespace}",
+                **common,
+            )
+        )
+    if config is not None:
+        objects.append(
+            _render("goose-config.yaml.j2", name=CONFIG_MAP_NAME, config=config, **common)
+        )
+    return objects
+
+
 def render_project(
-    settings: Settings, user_id: str, project_id: str, replicas: int
+    settings: Settings,
+    user_id: str,
+    project_id: str,
+    replicas: int,
+    checksum: str | None = None,
 ) -> list[dict[str, Any]]:
     """A project's Deployment, Service and (when exposed) route, in apply order.
 
     `replicas` is the desired count stored in MongoDB; it is part of every apply so that
-    applying the objects never undoes a scale.
+    applying the objects never undoes a scale. `checksum` is the agent environment's (see
+    `render_agent`): a new one rolls the pod template.
     """
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
         raise ManifestError(f"replicas must be a non-negative integer, not {replicas!r}")
@@ -247,7 +301,13 @@ def render_project(
             health_path=HEALTH_PATH,
             user_id=user_id,
             project_id=project_id,
-            env_secret=settings.goose_env_secret,
+            command=settings.goose_command,
+            args=settings.goose_argv(),
+            agent_database=settings.agent_database_for(user_id, project_id),
+            env_secret=AGENT_SECRET_NAME,
+            checksum=checksum,
+            config_map=CONFIG_MAP_NAME if settings.goose_config is not None else None,
+            config_path=CONFIG_PATH,
             pull_secret=settings.image_pull_secret,
             cpu_request=settings.cpu_request,
             cpu_limit=settings.cpu_limit,
@@ -271,6 +331,7 @@ def render_project(
                 host=host,
                 service=name,
                 ingress_class=settings.ingress_class,
+                allow_cidrs=settings.route_allow_cidr_list(),
                 **common,
             )
         )
