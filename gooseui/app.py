@@ -45,9 +45,11 @@ def _storage_secret(settings: Settings) -> str:
     return secret
 
 
-def build(settings: Settings, *, exit_on_startup_failure: bool = False) -> Runtime:
+def build(
+    settings: Settings, *, exit_on_startup_failure: bool = False, simulated: bool = False
+) -> Runtime:
     """Register the console on NiceGUI's app; the runtime starts with the app's lifespan."""
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, simulated=simulated)
     app.state.runtime = runtime
     rest = api.create_api(runtime)
     app.add_middleware(CorrelationMiddleware)  # page requests get an id and a log line too
@@ -80,9 +82,11 @@ def build(settings: Settings, *, exit_on_startup_failure: bool = False) -> Runti
     return runtime
 
 
-def run(settings: Settings, *, exit_on_startup_failure: bool = False) -> None:
+def run(
+    settings: Settings, *, exit_on_startup_failure: bool = False, simulated: bool = False
+) -> None:
     """Build the console and serve it (under NiceGUI's test client this only configures)."""
-    build(settings, exit_on_startup_failure=exit_on_startup_failure)
+    build(settings, exit_on_startup_failure=exit_on_startup_failure, simulated=simulated)
     ui.run(
         host=settings.host,
         port=settings.port,

@@ -19,7 +19,14 @@ from typing import Any
 import anyio
 import httpx
 
-from gooseui.errors import Conflict, Invalid, UpstreamFailed, UpstreamTimeout
+from gooseui.errors import (
+    Conflict,
+    GooseUIError,
+    Invalid,
+    NotFound,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
 from gooseui.goose import GooseClient, GooseUnreachable
 from gooseui.logs import log
 from gooseui.models import Project, Status
@@ -81,6 +88,24 @@ def _is_comment(block: bytes) -> bool:
     return all(not line or line.startswith(b":") for line in block.splitlines())
 
 
+def session_unknown(payload: dict[str, Any] | None) -> bool:
+    """Whether an agent's first event says it does not know the session.
+
+    The real agent answers an unknown session with 200 and one `error` event
+    ("Session not found"), not with 404.
+    """
+    if not payload or payload.get("type") != "error":
+        return False
+    content = payload.get("content") or {}
+    if not isinstance(content, dict):
+        return False
+    error = str(content.get("error") or "")
+    message = str(content.get("message") or "")
+    return error == "Session not found" or (
+        message.startswith("Session ") and message.endswith(" not found in MongoDB")
+    )
+
+
 class Reply:
     """An agent's reply in progress; iterate `events()` once, then it is closed."""
 
@@ -91,17 +116,32 @@ class Reply:
         session_id: str,
         response: httpx.Response,
         keepalive: float,
+        endpoint: str = "",
+        message: str = "",
+        renewable: bool = False,
     ) -> None:
         self._chat = chat
         self.project = project
         self.session_id = session_id
         self._response = response
         self._keepalive = keepalive
+        self._endpoint = endpoint
+        self._message = message
+        # the project's stored session may be replaced once if the agent forgot it
+        self._renewable = renewable
         self._closed = False
+        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=256)
+        self._reader: asyncio.Task[None] | None = None
+        # what the stream has shown so far
+        self._buffer = b""
+        self._completed = False
+        self._errored = False
 
-    async def _read(self, queue: asyncio.Queue[bytes | BaseException | None]) -> None:
+    async def _read(
+        self, response: httpx.Response, queue: asyncio.Queue[bytes | BaseException | None]
+    ) -> None:
         try:
-            async for chunk in self._response.aiter_raw():
+            async for chunk in response.aiter_raw():
                 await queue.put(chunk)
             await queue.put(None)
         except asyncio.CancelledError:
@@ -109,54 +149,132 @@ class Reply:
         except Exception as exc:
             await queue.put(exc)
 
+    def _start_reader(self) -> None:
+        self._queue = asyncio.Queue(maxsize=256)
+        self._reader = asyncio.create_task(self._read(self._response, self._queue))
+
+    async def _stop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+
+    async def _batch(self) -> tuple[bytes, bool, BaseException | None]:
+        """Whatever has arrived, at once; TimeoutError when the agent is silent too long."""
+        item = await asyncio.wait_for(self._queue.get(), self._keepalive)
+        chunks: list[bytes] = []
+        while True:
+            if item is None:
+                return b"".join(chunks), True, None
+            if isinstance(item, BaseException):
+                return b"".join(chunks), True, item
+            chunks.append(item)
+            if self._queue.empty():
+                return b"".join(chunks), False, None
+            item = self._queue.get_nowait()
+
+    def _complete_events(self, data: bytes) -> bytes:
+        """The complete events of what arrived (comments dropped), noting complete/error."""
+        if self._buffer:
+            data = self._buffer + data
+        out, self._buffer = take_complete(data)
+        if out.startswith(b":") or b"\n:" in out:  # drop the agent's keep-alives
+            out = b"".join(b for b in split_events(out)[0] if not _is_comment(b))
+        if out and (
+            (not self._completed and b"complete" in out)
+            or (not self._errored and b'"error"' in out)
+        ):
+            for block in split_events(out)[0]:
+                kind = (event_payload(block) or {}).get("type")
+                self._completed = self._completed or kind == "complete"
+                self._errored = self._errored or kind == "error"
+        return out
+
+    async def _opening(self) -> AsyncIterator[bytes | tuple[bytes, bool, BaseException | None]]:
+        """Keep-alives until the agent's first event, then that batch (as a tuple).
+
+        The `session` event waits for it: when the agent does not know the stored session,
+        the message goes again in a new one, and the caller sees only the new session.
+        """
+        pending = b""
+        while True:
+            try:
+                data, ended, failure = await self._batch()
+            except TimeoutError:
+                yield KEEPALIVE
+                continue
+            pending += data
+            blocks = [b for b in split_events(pending)[0] if not _is_comment(b)]
+            if not blocks and not ended:
+                continue
+            if self._renewable and blocks and session_unknown(event_payload(blocks[0])):
+                self._renewable = False
+                await self._renew()
+                pending = b""
+                continue
+            yield (pending, ended, failure)
+            return
+
+    async def _renew(self) -> None:
+        """A new session for the project, and the message sent again in it (once)."""
+        old = self.session_id
+        await self._stop_reader()
+        await self._response.aclose()
+        self._chat._release(old)
+        self.session_id, self._response = await self._chat._reopen(
+            self.project, self._endpoint, self._message
+        )
+        log(
+            logger,
+            "chat.session_renewed",
+            user_id=self.project.user_id,
+            project_id=self.project.project_id,
+            old_session_id=old,
+            session_id=self.session_id,
+        )
+        self._start_reader()
+
     async def events(self) -> AsyncIterator[bytes]:
         """SSE bytes for the caller: `session`, the agent's events, keep-alives, errors.
 
         Whatever has arrived is relayed in one write (fewer writes when the agent is fast);
         an event is never cut, and never re-encoded.
         """
-        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=256)
-        reader = asyncio.create_task(self._read(queue))
-        completed = False
         failure: tuple[str, str] | None = None
-        buffer = b""
         ended = False
+        self._start_reader()
         try:
-            yield sse({"type": "session", "content": {"session_id": self.session_id}})
+            first = b""
+            error: BaseException | None = None
+            try:
+                async for item in self._opening():
+                    if isinstance(item, bytes):
+                        yield item
+                    else:
+                        first, ended, error = item
+            except GooseUIError as exc:  # the renewal failed: say so in the stream
+                yield sse({"type": "session", "content": {"session_id": self.session_id}})
+                failure = (exc.code, exc.detail)
+                ended = True
+            else:
+                yield sse({"type": "session", "content": {"session_id": self.session_id}})
+                if error is not None:
+                    failure = _stream_failure(error)
+                out = self._complete_events(first)
+                if out:
+                    yield out
             while not ended:
                 try:
-                    item = await asyncio.wait_for(queue.get(), self._keepalive)
+                    data, ended, error = await self._batch()
                 except TimeoutError:
                     yield KEEPALIVE
                     continue
-                chunks: list[bytes] = []
-                while True:
-                    if item is None:
-                        ended = True
-                        break
-                    if isinstance(item, BaseException):
-                        failure = _stream_failure(item)
-                        ended = True
-                        break
-                    chunks.append(item)
-                    if queue.empty():
-                        break
-                    item = queue.get_nowait()
-                if not chunks:
-                    continue
-                data = buffer + b"".join(chunks) if buffer or len(chunks) > 1 else chunks[0]
-                out, buffer = take_complete(data)
-                if out.startswith(b":") or b"\n:" in out:  # drop the agent's keep-alives
-                    out = b"".join(b for b in split_events(out)[0] if not _is_comment(b))
-                if not out:
-                    continue
-                if not completed and b"complete" in out:
-                    completed = any(
-                        (event_payload(block) or {}).get("type") == "complete"
-                        for block in split_events(out)[0]
-                    )
-                yield out
-            if failure is None and not completed:
+                if error is not None:
+                    failure = _stream_failure(error)
+                out = self._complete_events(data)
+                if out:
+                    yield out
+            if failure is None and not self._completed and not self._errored:
                 failure = (
                     "StreamInterrupted",
                     "The agent's reply ended before it was complete; the agent may "
@@ -173,10 +291,9 @@ class Reply:
                 )
                 yield sse({"type": "error", "content": {"message": failure[1], "code": failure[0]}})
         finally:
-            reader.cancel()
             with anyio.CancelScope(shield=True):  # a caller's disconnect cancels us; finish
+                await self._stop_reader()
                 await self.aclose()
-                await asyncio.gather(reader, return_exceptions=True)
 
     async def aclose(self) -> None:
         """Close the upstream request (the agent stops) and free the session."""
@@ -266,12 +383,51 @@ class ChatService:
         return history if history is not None else {**empty, "session_id": None}
 
     async def send(self, project: Project, message: str, session_id: str | None = None) -> Reply:
-        """Check, then open the agent's reply; errors before the stream are raised here."""
+        """Check, then open the agent's reply; errors before the stream are raised here.
+
+        The project's stored session is renewed when the agent no longer knows it; a session
+        the caller names explicitly must exist (404 `SessionNotFound` otherwise).
+        """
         self.check_message(message)
         endpoint = self._endpoint(project)
+        explicit = session_id is not None and session_id != project.goose_session_id
+        if explicit:
+            assert session_id is not None
+            try:
+                known = await self.goose.session_exists(endpoint, session_id)
+            except GooseUnreachable as exc:
+                raise _unreachable(exc) from None
+            if not known:
+                raise NotFound(
+                    f"The agent of project {project.name!r} has no conversation {session_id}.",
+                    code="SessionNotFound",
+                )
         session_id = session_id or project.goose_session_id
         if session_id is None:
             session_id = await self._new_session(project, endpoint)
+        session_id, response = await self._open(project, endpoint, session_id, message)
+        return Reply(
+            self,
+            project,
+            session_id,
+            response,
+            self.keepalive,
+            endpoint=endpoint,
+            message=message,
+            renewable=not explicit,
+        )
+
+    async def _reopen(
+        self, project: Project, endpoint: str, message: str
+    ) -> tuple[str, httpx.Response]:
+        """A new session, stored, with the message sent in it."""
+        session_id = await self._new_session(project, endpoint)
+        return await self._open(project, endpoint, session_id, message, renew=False)
+
+    async def _open(
+        self, project: Project, endpoint: str, session_id: str, message: str, renew: bool = True
+    ) -> tuple[str, httpx.Response]:
+        """The open 200 reply stream for a message, holding the session's one-reply guard."""
         for attempt in range(2):
             if session_id in self._running:
                 raise Conflict(
@@ -285,11 +441,11 @@ class ChatService:
                 self._release(session_id)
                 raise _unreachable(exc) from None
             if response.status_code == 200:
-                return Reply(self, project, session_id, response, self.keepalive)
+                return session_id, response
             await response.aclose()
             self._release(session_id)
-            if response.status_code == 404 and attempt == 0:
-                # the agent forgot the session (a new pod, a wiped store): start a new one
+            if response.status_code == 404 and attempt == 0 and renew:
+                # an agent that answers 404 for a session it forgot: start a new one
                 session_id = await self._new_session(project, endpoint)
                 continue
             if response.status_code == 409:
@@ -305,7 +461,7 @@ class ChatService:
             raise UpstreamFailed(
                 f"The agent refused the message ({response.status_code}).", code="AgentError"
             )
-        raise AssertionError("unreachable")
+        raise UpstreamFailed("The agent did not accept the message.", code="AgentError")
 
 
 def _unreachable(exc: GooseUnreachable) -> UpstreamFailed | UpstreamTimeout:

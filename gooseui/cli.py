@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"gooseui: serving on http://{settings.host}:{settings.port}", file=sys.stderr)
     try:
-        app.run(settings, exit_on_startup_failure=True)
+        app.run(settings, exit_on_startup_failure=True, simulated=simulator is not None)
     finally:
         if simulator is not None:
             simulator.stop()

@@ -38,6 +38,21 @@ class GooseUnreachable(Exception):
         self.status = status
 
 
+def _api_server_reason(response: httpx.Response) -> str | None:
+    """The API server's own words when it, not the agent, answered (a Kubernetes Status).
+
+    Its messages name the proxy's problem ("no endpoints available", "dial tcp … i/o
+    timeout") and carry no agent data, so they may be shown.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict) and body.get("kind") == "Status":
+        return str(body.get("message") or body.get("reason") or "")[:300] or None
+    return None
+
+
 class _ClusterAuth(httpx.Auth):
     """Adds the API server credentials (a fresh token each time) to proxied requests."""
 
@@ -90,20 +105,34 @@ class GooseClient:
                 await client.aclose()
         self._proxied = self._direct = None
 
-    async def health(self, endpoint: str, wait_seconds: float = 5.0) -> dict:
-        """The health document; raises `GooseUnreachable` unless it says ok."""
+    async def health(self, endpoint: str, wait_seconds: float = 5.0) -> dict[str, Any]:
+        """`{"status", "version"}` of the agent; raises `GooseUnreachable` unless it says ok.
+
+        The real agent's health body carries its `mongodb_url`, password included: nothing
+        but the status and the version may leave this method, in a result or an error.
+        """
         response = await self._call("GET", endpoint, HEALTH_PATH, timeout=wait_seconds)
-        if response.status_code != 200:
-            raise GooseUnreachable(
-                f"The agent's health check answered {response.status_code}: {response.text[:200]}"
-            )
         try:
             body = response.json()
         except ValueError:
+            body = None
+        if not isinstance(body, dict):
             body = {}
-        if not isinstance(body, dict) or body.get("status") != "ok":
-            raise GooseUnreachable(f"The agent reports it is not healthy: {response.text[:200]}")
-        return body
+        status = body.get("status")
+        shown = {"status": str(status)[:40] if status is not None else None}
+        if body.get("version") is not None:
+            shown["version"] = str(body["version"])[:40]
+        if response.status_code != 200:
+            detail = _api_server_reason(response) or (
+                f"status {shown['status']!r}" if status is not None else "no status"
+            )
+            raise GooseUnreachable(
+                f"The agent's health check answered {response.status_code} ({detail}).",
+                status=response.status_code,
+            )
+        if status != "ok":
+            raise GooseUnreachable(f"The agent reports it is not healthy (status {status!r}).")
+        return shown
 
     async def _call(self, method: str, endpoint: str, path: str, **kwargs: Any) -> httpx.Response:
         started = time.perf_counter()
@@ -138,13 +167,30 @@ class GooseClient:
             )
         return str(response.json()["session_id"])
 
+    async def session_exists(self, endpoint: str, session_id: str) -> bool:
+        """Whether the agent knows the session (`GET /api/v1/sessions/{id}`: 200 or 404)."""
+        response = await self._call(
+            "GET", endpoint, f"/api/v1/sessions/{quote(session_id, safe='')}"
+        )
+        if response.status_code in (200, 404):
+            return response.status_code == 200
+        raise GooseUnreachable(
+            f"The agent could not look up the session ({response.status_code}).",
+            status=response.status_code,
+        )
+
     async def history(self, endpoint: str, session_id: str) -> dict[str, Any] | None:
-        """The session's messages, or None when the agent does not know the session."""
+        """The session's messages, or None when the agent does not know the session.
+
+        An older agent image has no history route (405): its history is empty, not an error.
+        """
         response = await self._call(
             "GET", endpoint, f"/api/v1/sessions/{quote(session_id, safe='')}/messages"
         )
         if response.status_code == 404:
             return None
+        if response.status_code == 405:
+            return {"session_id": session_id, "messages": [], "total_count": 0}
         if response.status_code != 200:
             raise GooseUnreachable(
                 f"The agent could not return the history "

@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from gooseui.cluster import manifests
+from gooseui.cluster.agentenv import AgentEnvSource, AgentMisconfigured
 from gooseui.cluster.client import ClusterUnavailable, KubeError
 from gooseui.cluster.endpoints import candidates
 from gooseui.cluster.environment import Environments
 from gooseui.cluster.readiness import Verdict
-from gooseui.config import Settings
+from gooseui.config import Settings, env_name
 from gooseui.errors import Conflict, GooseUIError, UpstreamFailed, UpstreamTimeout
 from gooseui.events import EventBus, ProjectEvent
 from gooseui.goose import GooseClient, GooseUnreachable
@@ -30,7 +31,9 @@ from gooseui.store import ProjectStore, now
 
 logger = logging.getLogger("gooseui.lifecycle")
 
-HEALTH_ATTEMPTS_SECONDS = 15.0
+# a gateway controller writes a route's status within seconds; none at all means no
+# controller owns the Gateway the route names
+ROUTE_ACCEPT_SECONDS = 30.0
 SCALE_DOWN_SECONDS = 60.0
 DELETE_SECONDS = 120.0
 
@@ -55,6 +58,8 @@ def classify(exc: BaseException) -> Failure:
     """Name what went wrong in a cluster call."""
     if isinstance(exc, Failure):
         return exc
+    if isinstance(exc, AgentMisconfigured):
+        return Failure("AgentMisconfigured", exc.message)
     if isinstance(exc, ClusterUnavailable):
         return Failure("ClusterUnavailable", exc.detail)
     if isinstance(exc, KubeError):
@@ -84,12 +89,14 @@ class Lifecycle:
         environments: Environments | None,
         goose: GooseClient | None,
         cluster_problem: str | None = None,
+        agent_env: AgentEnvSource | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
         self.environments = environments
         self.goose = goose
+        self.agent_env = agent_env
         self.cluster_problem = cluster_problem
         self._tasks: dict[tuple[str, str], asyncio.Task[Project]] = {}
 
@@ -244,26 +251,34 @@ class Lifecycle:
             last.update(step=verdict.step, message=verdict.progress)
             self.publish(project, Status.ACTIVATING, verdict.step, verdict.progress)
 
+        applied = False
         try:
             async with asyncio.timeout(timeout):
+                agent = await step(
+                    "agent", "Checking the agent's environment", self._agent_environment()
+                )
                 namespace = envs.namespace(uid)
                 await step(
                     "namespace", f"Preparing namespace {namespace}", envs.ensure_namespace(uid)
                 )
                 await step(
+                    "secrets",
+                    "Applying the agent's environment",
+                    envs.apply_agent(uid, agent),
+                )
+                applied = True
+                await step(
                     "apply",
                     "Applying the Deployment, Service and route",
-                    envs.apply_project(uid, pid, 1),
+                    envs.apply_project(uid, pid, 1, agent.checksum()),
                 )
-                verdict = await envs.wait_ready(
-                    uid, pid, progress, self.settings.unschedulable_grace
-                )
+                verdict = await self._ready_and_routed(uid, pid, progress)
                 if verdict.failed:
                     raise Failure(verdict.reason or "Failed", verdict.message or "")
                 route = await envs.get_route(uid, pid)
                 options = candidates(self.settings, envs.kube, uid, pid, route is not None)
                 endpoint = await step(
-                    "health", "Checking the agent's health", self._first_healthy(options)
+                    "health", "Checking the agent's health", self._first_healthy(options, uid)
                 )
         except TimeoutError:
             failure = Failure(
@@ -271,7 +286,7 @@ class Lifecycle:
                 f"The environment was not ready within {timeout:g} s "
                 f"(last step: {last['message']}).",
             )
-            await self._rollback(project, failure)
+            await self._rollback(project, failure, applied)
             raise failure.to_error() from None
         except asyncio.CancelledError:
             raise
@@ -279,7 +294,7 @@ class Lifecycle:
             failure = classify(exc)
             if failure.reason == "InternalError":
                 logger.exception("activation failed unexpectedly")
-            await self._rollback(project, failure)
+            await self._rollback(project, failure, applied)
             raise failure.to_error() from None
         doc = await self.store.compare_and_set(
             uid,
@@ -308,13 +323,53 @@ class Lifecycle:
         self.publish(active, Status.ACTIVE, "ready", f"Active at {endpoint}")
         return active
 
-    async def _first_healthy(self, endpoints: list[str]) -> str:
+    async def _agent_environment(self) -> Any:
+        """The agent's environment, checked before anything is applied or scaled."""
+        if self.agent_env is None:
+            raise AgentMisconfigured("The console has no source for the agent's environment.")
+        return await self.agent_env.load()
+
+    async def _ready_and_routed(
+        self, uid: str, pid: str, progress: Callable[[Verdict], Awaitable[None]]
+    ) -> Verdict:
+        """Wait for the pods; meanwhile a Gateway that refuses the route fails at once."""
+        envs = self._envs()
+        ready = asyncio.create_task(
+            envs.wait_ready(uid, pid, progress, self.settings.unschedulable_grace)
+        )
+        if manifests.route_kind(self.settings) != "HTTPRoute":
+            return await ready
+        routed = asyncio.create_task(self._route_accepted(uid, pid))
+        try:
+            pending = {ready, routed}
+            while ready in pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # a refused route raises here, before the pod is ready
+                if ready in done and ready.result().failed:
+                    return ready.result()
+            await routed
+            return ready.result()
+        finally:
+            for task in (ready, routed):
+                task.cancel()
+            await asyncio.gather(ready, routed, return_exceptions=True)
+
+    async def _route_accepted(self, uid: str, pid: str) -> None:
+        accepted, message = await self._envs().wait_route_accepted(
+            uid, pid, min(ROUTE_ACCEPT_SECONDS, self.settings.activation_timeout)
+        )
+        if not accepted:
+            raise Failure("RouteNotAccepted", message)
+
+    async def _first_healthy(self, endpoints: list[str], user_id: str | None = None) -> str:
         """The first endpoint whose health check passes (the last failure if none does)."""
+        window = self.settings.health_timeout
         for index, endpoint in enumerate(endpoints):
             last = index == len(endpoints) - 1
             try:
                 # an alternative is waiting: give this one a shorter window
-                await self._healthy(endpoint, HEALTH_ATTEMPTS_SECONDS if last else 5.0)
+                await self._healthy(endpoint, window if last else min(window, 5.0), user_id)
                 return endpoint
             except Failure:
                 if last:
@@ -328,29 +383,52 @@ class Lifecycle:
                 )
         raise AssertionError("no endpoint to check")
 
-    async def _healthy(self, endpoint: str, window: float = HEALTH_ATTEMPTS_SECONDS) -> None:
+    async def _healthy(self, endpoint: str, window: float, user_id: str | None = None) -> None:
         """The health check, retried briefly: a proxy or route may trail the pod's readiness."""
         assert self.goose is not None
         deadline = time.monotonic() + window
         delay = 0.1
         while True:
+            remaining = deadline - time.monotonic()
             try:
-                await self.goose.health(endpoint)
+                await self.goose.health(endpoint, max(0.5, min(5.0, remaining)))
                 return
             except GooseUnreachable as exc:
                 if time.monotonic() + delay > deadline:
                     raise Failure(
-                        "HealthCheckFailed",
-                        f"The pod is ready but the agent's health check fails: {exc.message}",
+                        "HealthCheckFailed", self._health_message(endpoint, exc, user_id)
                     ) from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    async def _rollback(self, project: Project, failure: Failure) -> None:
-        """Scale back to 0 (best effort, bounded), then record the failure."""
+    def _health_message(self, endpoint: str, exc: GooseUnreachable, user_id: str | None) -> str:
+        """What the operator can do: a proxy that gets no answer is usually a NetworkPolicy."""
+        text = f"The pod is ready but the agent's health check fails: {exc.message}"
+        server = (self._envs().kube.info.server or "").rstrip("/")
+        through_proxy = bool(server) and endpoint.startswith(server + "/")
+        if not (exc.timeout and through_proxy and self.settings.network_policy and user_id):
+            return text
+        namespaces = ", ".join(manifests.allowed_namespaces(self.settings))
+        cidrs = ", ".join(self.settings.apiserver_cidr_list()) or "none"
+        return (
+            f"{text} The API server's proxy got no answer from the pod: the NetworkPolicy "
+            f"{manifests.NETWORK_POLICY_NAME} in namespace "
+            f"{manifests.namespace_name(self.settings, user_id)} admits traffic only from the "
+            f"namespaces {namespaces} and the CIDRs {cidrs}. Where the API server does not "
+            "reach pods through a pod in those namespaces (AKS with API Server VNet "
+            "Integration, kubeadm, kind, k3s), set "
+            f"{env_name('apiserver_cidrs')} to the API server's addresses."
+        )
+
+    async def _rollback(self, project: Project, failure: Failure, applied: bool = True) -> None:
+        """Scale back to 0 (best effort, bounded), then record the failure.
+
+        Nothing to scale when the failure came before the objects were applied.
+        """
         try:
-            async with asyncio.timeout(15):
-                await self._envs().scale(project.user_id, project.project_id, 0)
+            if applied:
+                async with asyncio.timeout(15):
+                    await self._envs().scale(project.user_id, project.project_id, 0)
         except Exception as exc:  # the cluster may be the thing that failed
             log(
                 logger,
@@ -469,10 +547,8 @@ class Lifecycle:
 
     async def _maybe_delete_namespace(self, project: Project) -> None:
         """The user's last project takes the namespace with it, unless told to keep it."""
+        # the agent's Secrets there are the console's own copies: they go with it
         if self.settings.keep_namespaces or self.environments is None:
-            return
-        if self.settings.goose_env_secret or self.settings.image_pull_secret:
-            # the pod's Secrets are made by an administrator in this namespace: keep them
             return
         if await self.store.count(project.user_id):
             return

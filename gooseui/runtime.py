@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo import AsyncMongoClient, uri_parser
 
 from gooseui.chat import ChatService
+from gooseui.cluster import manifests
+from gooseui.cluster.agentenv import DEMO_PROVIDER, AgentEnvSource
 from gooseui.cluster.client import KubeClient
 from gooseui.cluster.environment import Environments
-from gooseui.config import Settings
+from gooseui.config import Settings, env_name
 from gooseui.embedded import EmbeddedMongo
 from gooseui.errors import GooseUIError, Unavailable
 from gooseui.events import EventBus
@@ -44,11 +47,51 @@ def describe_mongo(uri: str) -> str:
     return hosts or "MongoDB"
 
 
+@dataclass(frozen=True)
+class SetupWarning:
+    """Something the operator should know about the console's set-up, shown in the header."""
+
+    short: str
+    detail: str
+
+
+def setup_warnings(settings: Settings) -> list[SetupWarning]:
+    """What is risky in these settings (the agent's API has no authentication)."""
+    warnings = []
+    kind = manifests.route_kind(settings)
+    if kind == "Ingress" and not settings.route_allow_cidrs:
+        warnings.append(
+            SetupWarning(
+                "Routes are open",
+                "Every project's agent API is published on its route without a source "
+                "allow-list, and it has no authentication: anyone who reaches the host can "
+                f"change the agent's tools and model. Set {env_name('route_allow_cidrs')}, or "
+                f"{env_name('exposure')}=none.",
+            )
+        )
+    elif kind == "HTTPRoute":
+        warnings.append(
+            SetupWarning(
+                "Routes are open",
+                "Every project's agent API is published on its HTTPRoute, and it has no "
+                "authentication. The Gateway API has no standard source allow-list, so "
+                f"{env_name('route_allow_cidrs')} does not apply to HTTPRoutes: restrict the "
+                f"Gateway's listener with your gateway's own policy, or set "
+                f"{env_name('exposure')}=none.",
+            )
+        )
+    return warnings
+
+
 class Runtime:
     """Everything the faces call into, with its start and stop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, simulated: bool = False) -> None:
         self.settings = settings
+        # `gooseui --simulate` without a configured agent environment gives the simulated
+        # agents a demo one (the console's own database), so it needs no configuration
+        self.simulated = simulated
+        self.warnings = setup_warnings(settings)
         self.embedded: EmbeddedMongo | None = None
         self.mongo: AsyncMongoClient[Document] | None = None
         self._service: ProjectService | None = None
@@ -84,6 +127,11 @@ class Runtime:
         else:
             self.database_label = describe_mongo(uri)
         self.mongo = create_client(uri)
+        demo = None
+        if self.simulated and not (settings.goose_env_secret or settings.goose_env_file):
+            demo = {"MONGODB_URL": uri, **DEMO_PROVIDER}
+        for warning in self.warnings:
+            log(logger, "console.warning", logging.WARNING, warning=warning.detail)
         store = ProjectStore(self.mongo, settings.mongo_db, settings.projects_collection)
         try:
             await store.ensure_indexes()
@@ -99,7 +147,13 @@ class Runtime:
         environments = Environments(self.kube, settings) if info.configured else None
         self.goose = GooseClient(self.kube)
         self.lifecycle = Lifecycle(
-            settings, store, self.bus, environments, self.goose, cluster_problem=info.problem
+            settings,
+            store,
+            self.bus,
+            environments,
+            self.goose,
+            cluster_problem=info.problem,
+            agent_env=AgentEnvSource(settings, self.kube, demo),
         )
         self._service = ProjectService(
             settings,

@@ -61,6 +61,33 @@ FAST = Delays(
     namespace_finalize=0.05,
 )
 AGENT = AgentSettings(delta_delay=0.01, keepalive=0.3, tool_delay=0.02)
+# Markers in the agent's secrets: no answer, log line or page of the console may show them
+MONGO_PASSWORD_MARKER = "pw-MARKER-5f0c1e"
+PROVIDER_KEY_MARKER = "sk-MARKER-9b7d2a"
+
+
+def agent_mongo_url(mongo_uri: str) -> str:
+    """The test MongoDB's URL with credentials in it, as an operator's would carry.
+
+    SecantusDB ignores credentials it was not asked to check, so the agents still connect;
+    a real MongoDB under GOOSEUI_TEST_MONGO_URI is used as given.
+    """
+    if os.environ.get("GOOSEUI_TEST_MONGO_URI"):
+        return mongo_uri
+    return mongo_uri.replace("mongodb://", f"mongodb://goose:{MONGO_PASSWORD_MARKER}@", 1)
+
+
+def write_agent_env(path: Path, mongo_uri: str, **extra: str) -> Path:
+    """A dotenv file with the agent's environment (GOOSEUI_GOOSE_ENV_FILE)."""
+    values = {
+        "MONGODB_URL": agent_mongo_url(mongo_uri),
+        "GOOSE_PROVIDER": "simulated",
+        "GOOSE_MODEL": "simulated-agent",
+        "OPENAI_API_KEY": PROVIDER_KEY_MARKER,
+        **extra,
+    }
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items() if v is not None))
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +129,7 @@ def console_env(
         "NAMESPACE_PREFIX": f"t{uuid.uuid4().hex[:6]}-",
         "GOOSEUI_UNSCHEDULABLE_GRACE": "0",
         "GOOSEUI_ACTIVATION_TIMEOUT": "20",
+        "GOOSEUI_GOOSE_ENV_FILE": str(write_agent_env(tmp_path / "agent.env", mongo_uri)),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

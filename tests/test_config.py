@@ -107,3 +107,70 @@ def test_cli_stops_with_one_line(tmp_path: Path) -> None:
         "gooseui: configuration error: GOOSEUI_PORT: Input should be a valid integer, unable to "
         "parse string as an integer (got 'not-a-port')"
     ]
+
+
+def test_agent_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = load_settings()
+    assert settings.goose_argv() == ["api-server", "--host", "0.0.0.0", "--port", "3001"]
+    assert settings.agent_database_for("alice", "p1") == "goose_alice"
+    env = tmp_path / "agent.env"
+    env.write_text("MONGODB_URL=mongodb://x\n")
+    monkeypatch.setenv("GOOSEUI_GOOSE_ENV_FILE", str(env))
+    monkeypatch.setenv("GOOSEUI_GOOSE_PORT", "8080")
+    monkeypatch.setenv("GOOSEUI_AGENT_DATABASE", "agents_{project_id}")
+    monkeypatch.setenv("GOOSEUI_APISERVER_CIDRS", " 10.224.0.4 , 172.16.0.0/28")
+    settings = load_settings()
+    assert settings.goose_argv()[-1] == "8080"
+    assert settings.agent_database_for("alice", "p1") == "agents_p1"
+    assert settings.apiserver_cidr_list() == ["10.224.0.4/32", "172.16.0.0/28"]
+
+
+@pytest.mark.parametrize(
+    ("variables", "named", "says"),
+    [
+        ({"GOOSEUI_APISERVER_CIDRS": "10.0.0.0/8,nope"}, "GOOSEUI_APISERVER_CIDRS", "'nope'"),
+        ({"GOOSEUI_ROUTE_ALLOW_CIDRS": "300.1.1.1"}, "GOOSEUI_ROUTE_ALLOW_CIDRS", "300.1.1.1"),
+        ({"GOOSEUI_AGENT_DATABASE": "goose.{user_id}"}, "GOOSEUI_AGENT_DATABASE", "database"),
+        ({"GOOSEUI_AGENT_DATABASE": "g_{namespace}"}, "GOOSEUI_AGENT_DATABASE", "{user_id}"),
+        ({"GOOSEUI_GOOSE_ENV_FILE": "/no/such.env"}, "GOOSEUI_GOOSE_ENV_FILE", "does not exist"),
+        ({"GOOSEUI_GOOSE_CONFIG": "/no/config.yaml"}, "GOOSEUI_GOOSE_CONFIG", "does not exist"),
+        ({"GOOSEUI_GOOSE_ARGS": "api-server --port {other}"}, "GOOSEUI_GOOSE_ARGS", "{port}"),
+        (
+            {"GOOSEUI_GOOSE_ENV_SECRET": "goose-env", "GOOSEUI_GOOSE_ENV_FILE": __file__},
+            "GOOSEUI_GOOSE_ENV_FILE",
+            "both set",
+        ),
+    ],
+)
+def test_bad_agent_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], named: str, says: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    message = str(error.value)
+    assert named in message and says in message and "\n" not in message
+
+
+def test_dotenv_parsing() -> None:
+    from gooseui.cluster.agentenv import parse_dotenv
+
+    text = (
+        "# the agent\n"
+        "export MONGODB_URL=mongodb://u:p$w@db:27017/?authSource=admin\n"
+        'GOOSE_MODEL="gpt-4o mini"\n'
+        "GOOSE_PROVIDER='openai'  \n"
+        "OPENAI_HOST=https://llm.example  # the gateway\n"
+        "\n"
+        "EMPTY=\n"
+    )
+    assert parse_dotenv(text) == {
+        "MONGODB_URL": "mongodb://u:p$w@db:27017/?authSource=admin",
+        "GOOSE_MODEL": "gpt-4o mini",
+        "GOOSE_PROVIDER": "openai",
+        "OPENAI_HOST": "https://llm.example",
+        "EMPTY": "",
+    }
+    with pytest.raises(ValueError, match="line 2"):
+        parse_dotenv("A=1\nnot a pair\n")

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gooseui.cluster import manifests
+from gooseui.cluster.agentenv import AgentEnvironment
 from gooseui.cluster.client import ClusterUnavailable, KubeClient, KubeError, path_for
 from gooseui.cluster.readiness import Obj, Verdict, evaluate
 from gooseui.config import Settings
@@ -122,9 +123,20 @@ class Environments:
         for obj in manifests.render_namespace(self.settings, user_id):
             await self.kube.apply(obj)
 
-    async def apply_project(self, user_id: str, project_id: str, replicas: int) -> None:
+    async def apply_agent(self, user_id: str, agent: AgentEnvironment) -> None:
+        """Apply the namespace's copies of the agent's environment, pull secret and config."""
+        objects = manifests.render_agent(
+            self.settings, user_id, agent.encoded(), agent.source, agent.config, agent.pull_secret
+        )
+        for obj in objects:
+            await self.kube.apply(obj)
+
+    async def apply_project(
+        self, user_id: str, project_id: str, replicas: int, checksum: str | None = None
+    ) -> None:
         """Apply the Deployment, Service and route; the replica count is always part of it."""
-        for obj in manifests.render_project(self.settings, user_id, project_id, replicas):
+        objects = manifests.render_project(self.settings, user_id, project_id, replicas, checksum)
+        for obj in objects:
             await self.kube.apply(obj)
 
     async def scale(self, user_id: str, project_id: str, replicas: int) -> None:
@@ -196,6 +208,63 @@ class Environments:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait_route_accepted(
+        self, user_id: str, project_id: str, wait_seconds: float
+    ) -> tuple[bool, str]:
+        """Whether the Gateway accepted the project's HTTPRoute, and what it said.
+
+        A gateway controller writes `status.parents[]` for every Gateway of its own that a
+        route names; a route nobody writes about names a Gateway no controller serves.
+        """
+        namespace = self.namespace(user_id)
+        name = manifests.object_name(project_id)
+        gateway = self.settings.gateway_name or ""
+        gateway_ns = self.settings.gateway_namespace or namespace
+        changed = asyncio.Event()
+        routes = _Follower(
+            self.kube,
+            path_for("HTTPRoute", namespace),
+            {"fieldSelector": f"metadata.name={name}"},
+            changed,
+        )
+        verdict: list[tuple[bool, str]] = []
+
+        def decided() -> bool:
+            route = routes.objects.get(name)
+            for parent in ((route or {}).get("status") or {}).get("parents") or []:
+                ref = parent.get("parentRef") or {}
+                if ref.get("name") != gateway or (ref.get("namespace") or namespace) != gateway_ns:
+                    continue
+                for condition in parent.get("conditions") or []:
+                    if condition.get("type") != "Accepted":
+                        continue
+                    generation = (route or {}).get("metadata", {}).get("generation")
+                    observed = condition.get("observedGeneration")
+                    if generation and observed and observed < generation:
+                        continue  # about an older version of the route
+                    if condition.get("status") == "True":
+                        verdict.append((True, ""))
+                    else:
+                        verdict.append(
+                            (
+                                False,
+                                f"The Gateway {gateway_ns}/{gateway} did not accept the route "
+                                f"{name} ({condition.get('reason') or 'no reason'}): "
+                                f"{condition.get('message') or 'no message'}",
+                            )
+                        )
+                    return True
+            return False
+
+        if await self._until(routes, decided, changed, wait_seconds):
+            return verdict[-1]
+        return (
+            False,
+            f"No controller of the Gateway {gateway_ns}/{gateway} accepted the route {name} "
+            f"within {wait_seconds:g} s: check that the Gateway exists and its controller runs "
+            "(kubectl get gateway -A).",
+        )
 
     async def wait_pods_gone(self, user_id: str, project_id: str, wait_seconds: float) -> bool:
         """True once the project has no pods left; False when `wait_seconds` ran out."""

@@ -40,6 +40,11 @@ def frame(title: str) -> Iterator[None]:
                 with database_dot:
                     database_tip = ui.tooltip("checking")
                 ui.label(f"Database: {rt.database_label}")
+            for warning in rt.warnings:
+                with ui.row().classes("items-center gap-1 text-amber-300").mark("warning"):
+                    ui.icon("warning", size="xs")
+                    ui.label(warning.short)
+                    ui.tooltip(warning.detail)
 
     async def check() -> None:
         _, checks = await rt.readiness()
