@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,6 +36,7 @@ from gooseui.store import ProjectStore
 logger = logging.getLogger("gooseui.chat")
 
 MAX_MESSAGE_BYTES = 64 * 1024
+KNOWN_SESSIONS = 10_000
 KEEPALIVE_SECONDS = 15.0
 KEEPALIVE = b": keep-alive\n\n"
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
@@ -327,6 +329,15 @@ class ChatService:
         self.goose = goose
         self.keepalive = keepalive
         self._running: set[str] = set()
+        # sessions this console made or saw a reply in: an explicit one of these needs no
+        # look-up before its message (a forgotten one still answers with the agent's error)
+        self._known: OrderedDict[str, None] = OrderedDict()
+
+    def _remember(self, session_id: str) -> None:
+        self._known[session_id] = None
+        self._known.move_to_end(session_id)
+        while len(self._known) > KNOWN_SESSIONS:
+            self._known.popitem(last=False)
 
     def _release(self, session_id: str) -> None:
         self._running.discard(session_id)
@@ -357,6 +368,7 @@ class ChatService:
         except GooseUnreachable as exc:
             raise _unreachable(exc) from None
         await self.store.set_session(project.user_id, project.project_id, session_id)
+        self._remember(session_id)
         log(
             logger,
             "chat.session_created",
@@ -391,7 +403,7 @@ class ChatService:
         self.check_message(message)
         endpoint = self._endpoint(project)
         explicit = session_id is not None and session_id != project.goose_session_id
-        if explicit:
+        if explicit and session_id not in self._known:
             assert session_id is not None
             try:
                 known = await self.goose.session_exists(endpoint, session_id)
@@ -402,6 +414,7 @@ class ChatService:
                     f"The agent of project {project.name!r} has no conversation {session_id}.",
                     code="SessionNotFound",
                 )
+            self._remember(session_id)
         session_id = session_id or project.goose_session_id
         if session_id is None:
             session_id = await self._new_session(project, endpoint)
