@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from common import console, pct
+from common import agent_env, console, database, pct
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
@@ -31,11 +32,18 @@ from gooseui.devcluster import Delays, SimClusterThread
 POLL_SECONDS = 3.0
 
 
-def console_overheads(sim: SimClusterThread, n: int, delay: float, data: Path) -> list[float]:
+def console_overheads(
+    sim: SimClusterThread, n: int, delay: float, data: Path, mongo_uri: str
+) -> list[float]:
     overheads = []
+    data.mkdir(parents=True, exist_ok=True)
     with (
         console(
-            data / "console", KUBECONFIG=str(sim.kubeconfig_path), NAMESPACE_PREFIX="bench-"
+            data / "console",
+            KUBECONFIG=str(sim.kubeconfig_path),
+            NAMESPACE_PREFIX="bench-",
+            MONGO_URI=mongo_uri,
+            GOOSEUI_GOOSE_ENV_FILE=str(agent_env(data / "agent.env", mongo_uri)),
         ) as base,
         httpx.Client(base_url=base, timeout=60) as http,
     ):
@@ -51,7 +59,9 @@ def console_overheads(sim: SimClusterThread, n: int, delay: float, data: Path) -
     return overheads
 
 
-async def polling_overheads(sim: SimClusterThread, n: int, delay: float) -> list[float]:
+async def polling_overheads(
+    sim: SimClusterThread, n: int, delay: float, mongo_uri: str
+) -> list[float]:
     settings = load_settings(namespace_prefix="poll-")
     configuration = k8s.Configuration()
     await k8s_config.load_kube_config(
@@ -61,6 +71,10 @@ async def polling_overheads(sim: SimClusterThread, n: int, delay: float) -> list
     async with k8s.ApiClient(configuration) as api:
         core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
         await core.create_namespace({"metadata": {"name": "poll-alice"}})
+        values = {"MONGODB_URL": mongo_uri, "GOOSE_PROVIDER": "simulated", "GOOSE_MODEL": "sim"}
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+        (secret,) = manifests.render_agent(settings, "alice", encoded, "bench")
+        await core.create_namespaced_secret("poll-alice", secret)
         for i in range(n):
             pid = f"poll{i:04d}"
             objects = manifests.render_project(settings, "alice", pid, 1)
@@ -90,9 +104,9 @@ def main() -> None:
         ready=0.4 * args.delay,
     )
     with tempfile.TemporaryDirectory(prefix="gooseui-bench-") as tmp:
-        with SimClusterThread(Path(tmp) / "sim", delays=delays) as sim:
-            console = console_overheads(sim, args.n, args.delay, Path(tmp))
-            polling = asyncio.run(polling_overheads(sim, args.n, args.delay))
+        with database() as uri, SimClusterThread(Path(tmp) / "sim", delays=delays) as sim:
+            console = console_overheads(sim, args.n, args.delay, Path(tmp), uri)
+            polling = asyncio.run(polling_overheads(sim, args.n, args.delay, uri))
     print(f"activation overhead beyond D = {args.delay:g} s, {args.n} activations each")
     print(f"{'':<34}{'p50 (ms)':>10}{'p95 (ms)':>10}{'mean (ms)':>11}")
     for label, values in (

@@ -26,6 +26,30 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+@contextmanager
+def database() -> Iterator[str]:
+    """A throwaway embedded MongoDB-compatible server for the console and its agents."""
+    import asyncio
+
+    from gooseui.embedded import EmbeddedMongo
+
+    server = EmbeddedMongo(":memory:")
+    loop = asyncio.new_event_loop()
+    try:
+        yield loop.run_until_complete(server.start())
+    finally:
+        loop.run_until_complete(server.stop())
+        loop.close()
+
+
+def agent_env(path: Path, mongo_uri: str) -> Path:
+    """The agent's environment as a dotenv file (GOOSEUI_GOOSE_ENV_FILE)."""
+    path.write_text(
+        f"MONGODB_URL={mongo_uri}\nGOOSE_PROVIDER=simulated\nGOOSE_MODEL=simulated-agent\n"
+    )
+    return path
+
+
 def _ready(response: httpx.Response) -> bool:
     return response.status_code == 200
 
@@ -43,6 +67,22 @@ def console(
     `env` adds environment variables (e.g. KUBECONFIG); the caller's GOOSEUI_/MONGO_ ones
     are dropped so that the bench measures defaults.
     """
+    if "KUBECONFIG" in env and "GOOSEUI_GOOSE_ENV_FILE" not in env:
+        # a console that activates needs an environment for its agents, and a database
+        # that both it and they reach
+        with database() as uri:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            env_file = agent_env(data_dir / "agent.env", uri)
+            with console(
+                data_dir,
+                log=log,
+                ready=ready,
+                MONGO_URI=uri,
+                GOOSEUI_GOOSE_ENV_FILE=str(env_file),
+                **env,
+            ) as base:
+                yield base
+        return
     port = free_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOSEUI_", "MONGO_"))}
     child_env.update(
