@@ -3,14 +3,23 @@
 One simulated cluster runs for the whole session in its own thread (as the console
 runs it); tests reach it only over real protocols: kubernetes-asyncio, kubectl in a
 subprocess, and httpx/httpx-sse through the API server's service proxy.
+
+The simulated agent is as strict as the real `goose api-server`: without `MONGODB_URL`,
+`GOOSE_PROVIDER` and `GOOSE_MODEL` it exits and the pod crash-loops. So every test's
+Deployments carry the agent's environment as plain `env` values (`agent_env`): the
+session's MongoDB (SecantusDB over TCP, with credentials in the URL as an operator's
+would be) and a database of the test's own, so that tests never see each other's sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import ssl
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,14 +28,58 @@ import httpx
 import pytest
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client import ApiClient, Configuration
+from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure
 
 from gooseui.devcluster import AgentSettings, SimClusterThread
 from tests.conftest import FAST as CONSOLE_FAST
+from tests.conftest import MONGO_PASSWORD_MARKER, agent_mongo_url
 
 FAST = CONSOLE_FAST  # the same pod timings as the console's tests
 AGENT = AgentSettings(delta_delay=0.02, keepalive=0.3, tool_delay=0.02)
 GOOSE_IMAGE = "goose-api:latest"
 TIMEOUT = (5, 30)  # kubernetes-asyncio (connect, read) socket timeouts
+# The agent's environment for the current test (set by the autouse `agent_env` fixture)
+AGENT_ENV: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+async def agent_mongo(mongo_uri: str) -> str:
+    """The test MongoDB's URL with credentials, and the user they name.
+
+    The agent authenticates with whatever credentials its URL carries, as the real driver
+    does, and SecantusDB checks them: so the user exists (a real MongoDB under
+    GOOSEUI_TEST_MONGO_URI is used as given).
+    """
+    url = agent_mongo_url(mongo_uri)
+    if url != mongo_uri:
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
+        try:
+            await mongo.admin.command(
+                "createUser", "goose", pwd=MONGO_PASSWORD_MARKER, roles=["root"]
+            )
+        except OperationFailure as exc:
+            if "already exists" not in str(exc):
+                raise
+        finally:
+            await mongo.close()
+    return url
+
+
+@pytest.fixture(autouse=True)
+def agent_env(agent_mongo: str) -> Iterator[dict[str, str]]:
+    """What the simulated agent needs to start: the test MongoDB, a database for this test
+    only, and the simulator's provider and model. `deployment_manifest` puts it in `env`."""
+    values = {
+        "MONGODB_URL": agent_mongo,
+        "MONGODB_DATABASE": f"goose_t_{uuid.uuid4().hex[:12]}",
+        "GOOSE_PROVIDER": "simulated",
+        "GOOSE_MODEL": "simulated-agent",
+    }
+    AGENT_ENV.clear()
+    AGENT_ENV.update(values)
+    yield values
+    AGENT_ENV.clear()
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +140,14 @@ def deployment_manifest(
     probe: bool = True,
     progress_deadline: int | None = None,
     restricted: bool = False,
+    agent_env: bool = True,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A Deployment like the console's (DESIGN section 5)."""
+    """A Deployment like the console's (DESIGN section 5).
+
+    `agent_env=False` leaves out the agent's environment (its pod then crash-loops, as the
+    real image does); `env` adds or overrides variables (plain values).
+    """
     labels = {
         "app.kubernetes.io/name": "goose-api",
         "app.kubernetes.io/instance": name,
@@ -98,8 +157,10 @@ def deployment_manifest(
         "name": "goose-api",
         "image": image,
         "ports": [{"containerPort": 3001, "name": "http"}],
-        "env": [{"name": "USER_ID", "value": "alice"}, {"name": "PROJECT_ID", "value": name}],
     }
+    values = {"USER_ID": "alice", "PROJECT_ID": name, **(AGENT_ENV if agent_env else {})}
+    values.update(env or {})
+    container["env"] = [{"name": k, "value": v} for k, v in values.items()]
     if restricted:  # passes Pod Security "restricted"
         container["securityContext"] = {
             "runAsNonRoot": True,
@@ -330,3 +391,38 @@ def kubectl_env(cluster: SimClusterThread) -> dict[str, str]:
         Path(cluster.kubeconfig_path).parent
     )  # kubectl's discovery cache stays private
     return env
+
+
+# ---------------------------------------------------------------------------- the agent's API
+
+Events = list[tuple[float, dict[str, Any]]]
+
+
+def agent_base(namespace: str, name: str) -> str:
+    """A project's Goose API through the API server's service proxy (as the console goes)."""
+    return f"/api/v1/namespaces/{namespace}/services/{name}:3001/proxy"
+
+
+async def new_session(http: httpx.AsyncClient, base: str) -> str:
+    response = await http.post(base + "/api/v1/sessions")
+    assert response.status_code == 201, response.text
+    return response.json()["session_id"]
+
+
+async def chat(http: httpx.AsyncClient, base: str, sid: str, message: str) -> Events:
+    """Send a message and collect (arrival time, payload) for every event."""
+    from httpx_sse import aconnect_sse
+
+    events: Events = []
+    url = base + f"/api/v1/sessions/{sid}/messages"
+    async with aconnect_sse(http, "POST", url, json={"message": message}) as source:
+        assert source.response.status_code == 200
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        async for sse in source.aiter_sse():
+            assert sse.event == "message" and sse.id == ""  # no event:/id: fields on the wire
+            events.append((time.monotonic(), json.loads(sse.data)))
+    return events
+
+
+def text_of(events: Events) -> str:
+    return "".join(p["content"]["content"] for _, p in events if p["type"] == "message")
