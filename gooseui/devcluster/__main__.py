@@ -28,6 +28,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="kubeconfig path (default DATA_DIR/simulated-kubeconfig.yaml)",
     )
+    parser.add_argument(
+        "--proxy-source",
+        default=None,
+        help="service-proxy traffic source for NetworkPolicy: namespace:<ns> (default "
+        "namespace:kube-system, AKS konnectivity) or ip:<address> (API server on the host "
+        "network); default from GOOSEUI_SIM_PROXY_SOURCE",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -38,6 +45,7 @@ async def serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         kubeconfig_path=args.kubeconfig,
+        proxy_source=args.proxy_source,
     )
     await cluster.start()
     print(f"Simulated cluster: {cluster.url}", flush=True)

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from . import discovery, openapi, protobuf, tables
+from . import logs as podlogs
 from .errors import (
     ApiError,
     bad_request,
@@ -35,7 +36,8 @@ from .store import Obj
 log = logging.getLogger(__name__)
 
 ProxyHandler = Callable[[web.Request, Resource, str, str, str], Awaitable[web.StreamResponse]]
-LogReader = Callable[[str, str], str]
+# (pod, container, previous) -> the container instance's log, None for an empty answer
+LogSource = Callable[[Obj, str, bool], podlogs.ContainerLog | None]
 
 
 def dumps(obj: Any) -> str:
@@ -122,7 +124,7 @@ class ApiServer:
         faults: Faults,
         token: str,
         proxy: ProxyHandler | None = None,
-        logs: LogReader | None = None,
+        logs: LogSource | None = None,
     ) -> None:
         self.registry = registry
         self.faults = faults
@@ -139,13 +141,18 @@ class ApiServer:
         app.router.add_route("*", "/healthz", self._health)
         app.router.add_route("*", "/livez", self._health)
         app.router.add_route("*", "/readyz", self._health)
+        # discovery answers with and without the trailing slash (the official Python
+        # client's get_api_resources() asks /api/v1/), as the real server does
         app.router.add_route("*", "/api", self._api)
+        app.router.add_route("*", "/api/", self._api)
         app.router.add_route("*", "/apis", self._apis)
+        app.router.add_route("*", "/apis/", self._apis)
         app.router.add_route("*", "/openapi/v3", self._openapi_index)
         app.router.add_route("*", "/openapi/v3/{path:.*}", self._openapi_doc)
         app.router.add_route("*", "/api/{version}", self._core_resources)
         app.router.add_route("*", "/api/{version}/{tail:.*}", self._core)
         app.router.add_route("*", "/apis/{group}", self._group)
+        app.router.add_route("*", "/apis/{group}/", self._group)
         app.router.add_route("*", "/apis/{group}/{version}", self._group_resources)
         app.router.add_route("*", "/apis/{group}/{version}/{tail:.*}", self._grouped)
         return app
@@ -233,12 +240,16 @@ class ApiServer:
     # ------------------------------------------------------------ resources
 
     async def _core(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["tail"] == "":
+            return self._resource_list("", request.match_info["version"])
         return await self._dispatch(
             request, "", request.match_info["version"], request.match_info["tail"]
         )
 
     async def _grouped(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
+        if m["tail"] == "":
+            return self._resource_list(m["group"], m["version"])
         return await self._dispatch(request, m["group"], m["version"], m["tail"])
 
     async def _dispatch(
@@ -259,6 +270,8 @@ class ApiServer:
                 if _truthy(request.query.get("watch")):
                     return await self._watch(request, target)
                 return self._list(request, target)
+            if target.res is PODS and target.subresource == "log":
+                return await self._log(request, target)
             return self._get(request, target)
         if method == "POST":
             return await self._post(request, target)
@@ -285,10 +298,17 @@ class ApiServer:
         obj = self.registry.get(target.res, target.namespace or "", target.name)
         if target.subresource == "scale":
             return _json(self.registry.scale_of(target.res, obj))
-        if target.subresource == "log":
-            text = self.logs(target.namespace or "", target.name) if self.logs else ""
-            return web.Response(text=text, content_type="text/plain")
         return self._render(request, target, obj)
+
+    async def _log(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """`pods/{name}/log`: the API server checks the pod and the container, the
+        kubelet chooses the container instance from the status and streams its lines."""
+        assert target.name is not None
+        pod = self.registry.get(PODS, target.namespace or "", target.name)
+        options = podlogs.parse_options(dict(request.query), target.name)
+        container = podlogs.choose_container(pod, options.container)
+        log = self.logs(pod, container, options.previous) if self.logs else None
+        return await podlogs.serve(request, log, options)
 
     def _list(self, request: web.Request, target: Target) -> web.Response:
         q = request.query

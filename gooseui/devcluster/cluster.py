@@ -21,19 +21,26 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
-from . import kubeconfig, tls
+from . import kubeconfig, netpol, tls
 from .api import ApiServer
 from .deployments import DeploymentController, ReplicaSetController
 from .events import EventRecorder
 from .faults import AgentFault, Faults, RequestFault
+from .gateway import GatewayController
 from .goose import AgentDatabases, AgentLog, GooseServer, StreamRecord
 from .kubelet import Kubelet, node_object, node_status
 from .lifecycle import GarbageCollector, NamespaceController, QuotaController
 from .process import Launch
 from .proxy import ServiceProxy
 from .registry import Registry
-from .resources import NAMESPACES, NODES
-from .settings import AgentSettings, Delays, agent_from_env, delays_from_env
+from .resources import NAMESPACES, NODES, SERVICES
+from .settings import (
+    AgentSettings,
+    Delays,
+    agent_from_env,
+    delays_from_env,
+    proxy_source_from_env,
+)
 from .store import Obj, Store
 from .workqueue import WorkQueue
 
@@ -62,6 +69,7 @@ class SimCluster:
         token: str | None = None,
         kubeconfig_path: str | Path | None = None,
         history_limit: int = 20000,
+        proxy_source: str | netpol.TrafficSource | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
@@ -73,6 +81,14 @@ class SimCluster:
         self.kubeconfig_path = (
             Path(kubeconfig_path) if kubeconfig_path else self.data_dir / KUBECONFIG_NAME
         )
+        # where service-proxy traffic comes from (NetworkPolicy source); None: from
+        # GOOSEUI_SIM_PROXY_SOURCE, default a konnectivity agent pod in kube-system
+        if proxy_source is None:
+            proxy_source = proxy_source_from_env()
+        if isinstance(proxy_source, str):
+            proxy_source = netpol.parse_source(proxy_source)
+        self._initial_proxy_source = proxy_source
+        self.proxy_source: netpol.TrafficSource = proxy_source
         self.port = 0
         self.store = Store(history_limit)
         self.registry = Registry(self.store)
@@ -87,6 +103,7 @@ class SimCluster:
         self._api: ApiServer | None = None
         self._namespaces: NamespaceController | None = None
         self.kubelet: Kubelet | None = None
+        self.proxy: ServiceProxy | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -126,6 +143,7 @@ class SimCluster:
         gc = GarbageCollector(self.registry)
         namespaces = NamespaceController(self.registry, self.recorder, self.delays)
         quotas = QuotaController(self.registry)
+        gateways = GatewayController(self.registry)
         for listener in (
             self.kubelet.on_change,
             replicasets.on_change,
@@ -133,6 +151,7 @@ class SimCluster:
             gc.on_change,
             namespaces.on_change,
             quotas.on_change,
+            gateways.on_change,
         ):
             self.store.subscribe(listener)
         self._namespaces = namespaces
@@ -142,12 +161,20 @@ class SimCluster:
             gc.queue,
             namespaces.queue,
             quotas.queue,
+            gateways.queue,
         ]
         for queue in self._queues:
             queue.start()
-        proxy = ServiceProxy(self.registry, self.kubelet.endpoint, self.http)
+        gateways.bootstrap()
+        self.proxy = ServiceProxy(
+            self.registry,
+            self.kubelet.endpoint,
+            self.http,
+            lambda: self.proxy_source,
+            lambda: self.delays.proxy_dial_timeout,
+        )
         self._api = ApiServer(
-            self.registry, self.faults, self.token, proxy.handle, self.kubelet.logs
+            self.registry, self.faults, self.token, self.proxy.handle, self.kubelet.container_log
         )
         self._runner = web.AppRunner(
             self._api.app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5
@@ -189,6 +216,24 @@ class SimCluster:
     def _bootstrap(self) -> None:
         for name in SYSTEM_NAMESPACES:
             self.registry.create(NAMESPACES, "", {"metadata": {"name": name}}, "kube-apiserver")
+        # every cluster has it; the kubelet gives each container KUBERNETES_SERVICE_HOST etc.
+        self.registry.create(
+            SERVICES,
+            "default",
+            {
+                "metadata": {
+                    "name": "kubernetes",
+                    "labels": {"component": "apiserver", "provider": "kubernetes"},
+                },
+                "spec": {
+                    "clusterIP": "10.96.0.1",
+                    "ports": [
+                        {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}
+                    ],
+                },
+            },
+            "kube-apiserver",
+        )
         self.registry.create(NODES, "", node_object(), "kubelet")
         status = node_status()
         self.registry.mutate(
@@ -289,11 +334,29 @@ class SimCluster:
         """Forget watch history (as etcd compaction): older resourceVersions get 410."""
         return self.store.compact()
 
+    def set_proxy_source(
+        self, namespace: str | None = "kube-system", ip: str | None = None
+    ) -> None:
+        """Where service-proxy (and pod-proxy) traffic comes from, for NetworkPolicy.
+
+        `namespace`: a konnectivity agent pod (IP 10.244.0.250, label
+        `k8s-app: konnectivity-agent`) in that namespace, as on AKS; `ip` alone: the API
+        server's host address, not a pod (AKS API Server VNet Integration, kubeadm, kind,
+        k3s), which only `ipBlock` peers match. Takes effect for the next request.
+        """
+        if ip is not None:
+            if namespace not in (None, "kube-system"):
+                raise ValueError("give exactly one of namespace= or ip=")
+            namespace = None
+        self.proxy_source = netpol.source_from(namespace, ip)
+
     def clear_faults(self) -> None:
-        """Remove request and agent faults, uncordon the node, reset slow readiness."""
+        """Remove request and agent faults, uncordon the node, reset slow readiness and the
+        proxy source (to the constructor's)."""
         self.faults.clear()
         self.set_nodes_schedulable(True)
         self.delays = replace(self.delays, slow_readiness=0.0)
+        self.proxy_source = self._initial_proxy_source
 
     def agent_records(self, kind: str | None = None) -> list[StreamRecord]:
         """Reply stream records: `started`, `completed`, `client_disconnected`, `died`,
@@ -468,6 +531,16 @@ class SimClusterThread:
 
     def compact_history(self) -> int:
         return self.call(self._cluster().compact_history)
+
+    def set_proxy_source(
+        self, namespace: str | None = "kube-system", ip: str | None = None
+    ) -> None:
+        """See `SimCluster.set_proxy_source`."""
+        self.call(self._cluster().set_proxy_source, namespace, ip)
+
+    @property
+    def proxy_source(self) -> netpol.TrafficSource:
+        return self._cluster().proxy_source
 
     def clear_faults(self) -> None:
         self.call(self._cluster().clear_faults)

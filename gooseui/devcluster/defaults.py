@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from . import configdata, gateway, netpol
 from .errors import ApiError, invalid
 from .resources import Resource
 from .selectors import selector_object_matches
@@ -208,10 +209,45 @@ def _validate_service(obj: dict[str, Any], old: dict[str, Any] | None) -> list[C
     return causes
 
 
+def _validate_hpa(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    spec = obj.get("spec") or {}
+    causes: list[Cause] = []
+    target = spec.get("scaleTargetRef") or {}
+    for field in ("kind", "name"):
+        if not target.get(field):
+            causes.append(("FieldValueRequired", f"spec.scaleTargetRef.{field}", "Required value"))
+    maximum = spec.get("maxReplicas")
+    minimum = spec.get("minReplicas", 1)
+    if not isinstance(maximum, int) or maximum < 1:
+        causes.append(
+            (
+                "FieldValueInvalid",
+                "spec.maxReplicas",
+                f"Invalid value: {maximum}: must be greater than or equal to 1",
+            )
+        )
+    elif isinstance(minimum, int) and minimum > maximum:
+        causes.append(
+            (
+                "FieldValueInvalid",
+                "spec.maxReplicas",
+                f"Invalid value: {maximum}: must be greater than or equal to `minReplicas`",
+            )
+        )
+    return causes
+
+
 _VALIDATORS = {
     "deployments": _validate_deployment,
     "pods": _validate_pod,
     "services": _validate_service,
+    "secrets": configdata.validate_secret,
+    "configmaps": configdata.validate_configmap,
+    "networkpolicies": netpol.validate_policy,
+    "gateways": gateway.validate_gateway,
+    "gatewayclasses": gateway.validate_gateway_class,
+    "httproutes": gateway.validate_route,
+    "horizontalpodautoscalers": _validate_hpa,
 }
 
 
@@ -250,9 +286,32 @@ def default_pod_spec(spec: dict[str, Any]) -> None:
                 _probe_defaults(container[probe])
 
 
+def _check_env_types(resource: Resource, spec: Any, prefix: str) -> None:
+    """400 for an `env[].value` that is not a string (a YAML `PORT: 3001`), as the API
+    server's JSON decoder refuses it before any validation."""
+    if not isinstance(spec, dict):
+        return
+    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        for var in (container.get("env") or []) if isinstance(container, dict) else []:
+            value = var.get("value") if isinstance(var, dict) else None
+            if value is not None and not isinstance(value, str):
+                kind = configdata._json_kind(value)
+                raise ApiError(
+                    400,
+                    f'{resource.kind} in version "{resource.version}" cannot be handled as a '
+                    f"{resource.kind}: json: cannot unmarshal {kind} into Go struct field "
+                    f"EnvVar.{prefix}containers.env.value of type string",
+                    "BadRequest",
+                )
+
+
 def default_object(resource: Resource, obj: dict[str, Any]) -> None:
     """Fill the defaults the API server would (in place)."""
     spec = obj.get("spec")
+    if resource.plural in ("deployments", "replicasets") and isinstance(spec, dict):
+        _check_env_types(resource, (spec.get("template") or {}).get("spec"), "spec.template.spec.")
+    elif resource.plural == "pods":
+        _check_env_types(resource, spec, "spec.")
     if resource.plural == "deployments":
         spec = obj.setdefault("spec", {})
         spec.setdefault("replicas", 1)
@@ -300,11 +359,24 @@ def default_object(resource: Resource, obj: dict[str, Any]) -> None:
     elif resource.plural == "ingresses":
         obj.setdefault("status", {}).setdefault("loadBalancer", {})
     elif resource.plural == "httproutes":
+        gateway.default_route(obj)
+    elif resource.plural == "gateways":
+        gateway.default_gateway(obj)
+    elif resource.plural == "gatewayclasses":
+        gateway.default_gateway_class(obj)
+    elif resource.plural == "secrets":
+        configdata.prepare_secret(obj)
+    elif resource.plural == "configmaps":
+        configdata.prepare_configmap(obj)
+    elif resource.plural == "networkpolicies":
+        netpol.default_policy(obj)
+    elif resource.plural == "horizontalpodautoscalers":
         spec = obj.setdefault("spec", {})
-        rules = spec.setdefault("rules", [{}])
-        for rule in rules:
-            if isinstance(rule, dict):
-                rule.setdefault("matches", [{"path": {"type": "PathPrefix", "value": "/"}}])
+        if isinstance(spec, dict):
+            spec.setdefault("minReplicas", 1)
+        status = obj.setdefault("status", {})
+        status.setdefault("currentReplicas", 0)
+        status.setdefault("desiredReplicas", 0)
 
 
 def check_name_matches(obj: dict[str, Any], name: str | None, namespace: str | None) -> None:

@@ -29,6 +29,7 @@ _KEYED_BY_NAME: dict[str, tuple[str, ...]] = {
     "conditions": ("type",),
     "ownerReferences": ("uid",),
     "resourceClaims": ("name",),
+    "listeners": ("name",),  # Gateway spec.listeners (x-kubernetes-list-map-keys: name)
 }
 _CONTAINER_LISTS = {"containers", "initContainers", "ephemeralContainers"}
 _SETS = {"finalizers"}

@@ -1,12 +1,19 @@
 """Scheduler and kubelet of the simulated node: a pod's life from Pending to gone.
 
-Each pod gets a task that walks it through scheduling, image pull, start and
-readiness with configurable delays, writing status and Events the way the real
-components do, and plays the image-tag faults: `pull-error` (ErrImagePull /
-ImagePullBackOff), `crash` and `oom` (CrashLoopBackOff with restart counts and
-lastState), `never-ready` (Running, never Ready). A started container runs a
-simulated Goose API server; the readiness probe really calls its health endpoint.
-Deleting a pod runs the termination (Killing, grace) and stops the server.
+Each pod gets a task that schedules it, sets up its volumes (ConfigMaps and Secrets;
+a missing one keeps the pod ContainerCreating with FailedMount events, retried), then
+one task per container that pulls the image, resolves the environment from `env`,
+`envFrom` and their references (a missing Secret or key is CreateContainerConfigError
+with the kubelet's message, retried, started as soon as the object appears), starts the
+process and probes readiness, all with configurable delays and the real status and
+Events. The first container runs the simulated Goose agent; when the agent exits at
+start (`AgentExit`: no MONGODB_URL, an unreachable database) the container terminates
+with its exit code and restarts with back-off (CrashLoopBackOff), re-resolving its
+environment and files at every start, exactly as the `crash`/`oom` image tags do.
+Image-tag faults: `pull-error` (ErrImagePull / ImagePullBackOff), `crash` (exit 1),
+`oom` (OOMKilled, 137), `never-ready` (Running, never Ready). Each container instance's
+output is kept (current and previous) for the `log` subresource. Deleting a pod runs
+the termination (Killing, grace) and stops the agents.
 """
 
 from __future__ import annotations
@@ -15,17 +22,21 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 
+from . import podenv
 from .deployments import owner_name
+from .errors import bad_request
 from .events import NODE_NAME, EventRecorder
 from .goose import GooseServer
+from .logs import ContainerLog, waiting_error
+from .process import AgentExit
 from .registry import Registry
-from .resources import DEPLOYMENTS, NODES, PODS, REPLICASETS
+from .resources import CONFIGMAPS, DEPLOYMENTS, NODES, PODS, REPLICASETS, SECRETS
 from .settings import Delays
 from .store import Change, Obj
 from .util import clone, now_iso
@@ -34,9 +45,21 @@ log = logging.getLogger(__name__)
 
 FAULT_TAGS = ("pull-error", "crash", "oom", "never-ready")
 NODE_IP = "172.18.0.2"
-ServerFactory = Callable[
-    [Obj, tuple[str, str], dict[str, str], bool, Callable[[str], None]], GooseServer
-]
+_POD_IPS = range(2, 250)  # 10.244.0.250 is the simulated konnectivity agent (proxy source)
+
+
+class ServerFactory(Protocol):
+    """Builds the agent of one container start (`SimCluster._make_server`)."""
+
+    def __call__(
+        self,
+        pod: Obj,
+        project: tuple[str, str],
+        env: dict[str, str],
+        healthy: bool,
+        on_log: Callable[[str], None],
+        files: dict[str, str] | None = None,
+    ) -> GooseServer: ...
 
 
 def image_tag(image: str) -> str:
@@ -114,32 +137,6 @@ def node_status() -> Obj:
     }
 
 
-@dataclass(eq=False)
-class PodRun:
-    """The kubelet's state for one pod."""
-
-    namespace: str
-    name: str
-    uid: str
-    terminate: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    server: GooseServer | None = None
-    log: deque[str] = field(default_factory=lambda: deque(maxlen=2000))
-    ip: str = ""
-    finishing: bool = False
-
-    async def sleep(self, seconds: float) -> bool:
-        """Sleep unless termination is requested first; True means terminate now."""
-        if self.terminate.is_set():
-            return True
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return self.terminate.is_set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.terminate.wait(), seconds)
-        return self.terminate.is_set()
-
-
 def _merge_conditions(old: list[Obj], new: list[Obj]) -> list[Obj]:
     """Keep lastTransitionTime for conditions whose status did not change."""
     before = {c["type"]: c for c in old}
@@ -153,6 +150,151 @@ def _merge_conditions(old: list[Obj], new: list[Obj]) -> list[Obj]:
             }
         out.append(cond)
     return out
+
+
+@dataclass(eq=False)
+class ContainerRun:
+    """The kubelet's state for one container of a pod, across its restarts."""
+
+    spec: Obj
+    status: Obj
+    agent: bool = False  # runs the simulated Goose agent (the pod's first container)
+    task: asyncio.Task[None] | None = None
+    server: GooseServer | None = None
+    logs: dict[str, ContainerLog] = field(default_factory=dict)  # by containerID (<= 2)
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("name", ""))
+
+    def new_log(self, container_id: str) -> ContainerLog:
+        """A new instance's log; only it and the one before are kept (current, previous)."""
+        latest = list(self.logs)[-1:]
+        self.logs = {cid: self.logs[cid] for cid in latest}
+        fresh = ContainerLog(container_id)
+        self.logs[container_id] = fresh
+        return fresh
+
+
+@dataclass(eq=False)
+class PodRun:
+    """The kubelet's state for one pod."""
+
+    namespace: str
+    name: str
+    uid: str
+    terminate: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    containers: dict[str, ContainerRun] = field(default_factory=dict)
+    volumes: podenv.Volumes = field(default_factory=dict)
+    ip: str = ""
+    sandbox: bool = False  # volumes set up, sandbox created (PodReadyToStartContainers)
+    finishing: bool = False
+
+    @property
+    def server(self) -> GooseServer | None:
+        for container in self.containers.values():
+            if container.server is not None:
+                return container.server
+        return None
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep unless termination is requested first; True means terminate now."""
+        if self.terminate.is_set():
+            return True
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return self.terminate.is_set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.terminate.wait(), seconds)
+        return self.terminate.is_set()
+
+
+def _waiting(
+    c: Obj, reason: str, message: str = "", restarts: int = 0, last: Obj | None = None
+) -> Obj:
+    waiting: Obj = {"reason": reason}
+    if message:
+        waiting["message"] = message
+    return {
+        "name": c["name"],
+        "image": c.get("image", ""),
+        "imageID": "",
+        "ready": False,
+        "started": False,
+        "restartCount": restarts,
+        "state": {"waiting": waiting},
+        "lastState": clone(last) if last else {},
+    }
+
+
+def _image_id(c: Obj) -> str:
+    return qualified_image(c.get("image", "")).rsplit(":", 1)[0] + "@sha256:" + "0" * 64
+
+
+def _running(
+    c: Obj,
+    started_at: str,
+    ready: bool,
+    restarts: int = 0,
+    last: Obj | None = None,
+    container_id: str = "",
+) -> Obj:
+    return {
+        "name": c["name"],
+        "image": c.get("image", ""),
+        "imageID": _image_id(c),
+        "containerID": container_id or "containerd://" + secrets.token_hex(32),
+        "ready": ready,
+        "started": True,
+        "restartCount": restarts,
+        "state": {"running": {"startedAt": started_at}},
+        "lastState": clone(last) if last else {},
+    }
+
+
+def _terminated(c: Obj, terminated: Obj, restarts: int, last: Obj | None) -> Obj:
+    return {
+        "name": c["name"],
+        "image": c.get("image", ""),
+        "imageID": _image_id(c),
+        "containerID": terminated.get("containerID", ""),
+        "ready": False,
+        "started": False,
+        "restartCount": restarts,
+        "state": {"terminated": clone(terminated)},
+        "lastState": clone(last) if last else {},
+    }
+
+
+def pod_phase(statuses: list[Obj], restart_policy: str) -> str:
+    """The kubelet's getPhase for regular containers."""
+    waiting = running = stopped = succeeded = 0
+    for cs in statuses:
+        state = cs.get("state") or {}
+        if "running" in state:
+            running += 1
+        elif "terminated" in state:
+            stopped += 1
+            if state["terminated"].get("exitCode") == 0:
+                succeeded += 1
+        elif (cs.get("lastState") or {}).get("terminated"):
+            stopped += 1  # waiting to restart after a run
+        else:
+            waiting += 1
+    if waiting:
+        return "Pending"
+    if running:
+        return "Running"
+    if stopped:
+        if restart_policy == "Always":
+            return "Running"
+        if stopped == succeeded:
+            return "Succeeded"
+        if restart_policy == "Never":
+            return "Failed"
+        return "Running"
+    return "Pending"
 
 
 class Kubelet:
@@ -172,8 +314,11 @@ class Kubelet:
         self.make_server = make_server
         self.http = http
         self.runs: dict[str, PodRun] = {}  # by pod uid
+        self._by_name: dict[tuple[str, str], PodRun] = {}
         self._node_changed = asyncio.Event()
-        self._next_ip = 1
+        self._config_changed: dict[str, asyncio.Event] = {}  # namespace -> waiters' event
+        self._next_ip = 0
+        self._ips: set[str] = set()
 
     # ------------------------------------------------------------------ events
 
@@ -181,6 +326,14 @@ class Kubelet:
         if change.key == NODES.key:
             self._node_changed.set()
             self._node_changed = asyncio.Event()
+            return
+        if change.key in (SECRETS.key, CONFIGMAPS.key):
+            # containers and volumes waiting for a Secret/ConfigMap of this namespace retry now
+            event = self._config_changed.pop(
+                change.obj.get("metadata", {}).get("namespace", ""), None
+            )
+            if event is not None:
+                event.set()
             return
         if change.key != PODS.key:
             return
@@ -196,6 +349,7 @@ class Kubelet:
                 return
             run = PodRun(meta.get("namespace", ""), meta["name"], uid)
             self.runs[uid] = run
+            self._by_name[(run.namespace, run.name)] = run
             run.task = asyncio.get_running_loop().create_task(
                 self._run(run), name=f"pod-{meta['name']}"
             )
@@ -204,16 +358,58 @@ class Kubelet:
 
     def endpoint(self, namespace: str, pod: str) -> int | None:
         """The loopback port of a pod's Goose server, if it is serving."""
-        for run in self.runs.values():
-            if run.namespace == namespace and run.name == pod and run.server is not None:
-                return run.server.port or None
-        return None
+        run = self._by_name.get((namespace, pod))
+        server = run.server if run is not None else None
+        return (server.port or None) if server is not None else None
 
-    def logs(self, namespace: str, pod: str) -> str:
-        for run in self.runs.values():
-            if run.namespace == namespace and run.name == pod:
-                return "".join(line + "\n" for line in run.log)
-        return ""
+    def container_log(self, pod: Obj, container: str, previous: bool) -> ContainerLog | None:
+        """The log a request for `container` reads, chosen from the pod's status as the
+        kubelet's validateContainerLogStatus does (400 for a container not started yet);
+        None (an empty answer) for a pod not bound to the node yet."""
+        name = pod["metadata"]["name"]
+        if not (pod.get("spec") or {}).get("nodeName"):
+            return None
+        status = pod.get("status") or {}
+        found = next(
+            (
+                cs
+                for cs in (status.get("containerStatuses") or [])
+                + (status.get("initContainerStatuses") or [])
+                if cs.get("name") == container
+            ),
+            None,
+        )
+        if found is None:
+            raise bad_request(f'container "{container}" in pod "{name}" is not available')
+        state = found.get("state") or {}
+        last = (found.get("lastState") or {}).get("terminated") or {}
+        if previous:
+            if not last.get("containerID"):
+                raise bad_request(
+                    f'previous terminated container "{container}" in pod "{name}" not found'
+                )
+            cid = last["containerID"]
+        elif "running" in state:
+            cid = found.get("containerID", "")
+        elif "terminated" in state:
+            cid = state["terminated"].get("containerID") or last.get("containerID", "")
+            if not cid:
+                raise bad_request(f'container "{container}" in pod "{name}" is terminated')
+        elif last:
+            if not last.get("containerID"):
+                raise bad_request(f'container "{container}" in pod "{name}" is terminated')
+            cid = last["containerID"]
+        elif "waiting" in state:
+            raise waiting_error(container, name, state["waiting"].get("reason", ""))
+        else:
+            raise bad_request(
+                f'container "{container}" in pod "{name}" is waiting to start - no logs yet'
+            )
+        run = self._by_name.get((pod["metadata"].get("namespace", ""), name))
+        if run is None or run.uid != pod["metadata"].get("uid"):
+            return None
+        crun = run.containers.get(container)
+        return crun.logs.get(cid) if crun is not None else None
 
     async def stop(self) -> None:
         runs = list(self.runs.values())
@@ -226,6 +422,7 @@ class Kubelet:
                 with contextlib.suppress(asyncio.CancelledError):
                     await run.task
         self.runs.clear()
+        self._by_name.clear()
 
     # ------------------------------------------------------------------ helpers
 
@@ -268,6 +465,34 @@ class Kubelet:
         if dep and self.registry.find(DEPLOYMENTS, ns, dep) is not None:
             return (ns, dep)
         return (ns, pod["metadata"]["name"])
+
+    def _allocate_ip(self) -> str:
+        for _ in _POD_IPS:
+            self._next_ip = (self._next_ip + 1) % len(_POD_IPS)
+            ip = f"10.244.0.{_POD_IPS[self._next_ip]}"
+            if ip not in self._ips:
+                break
+        self._ips.add(ip)
+        return ip
+
+    async def _wait_config(self, run: PodRun, seconds: float) -> bool:
+        """Back off for `seconds`, or less when a Secret/ConfigMap of the namespace changes;
+        True means terminate now."""
+        event = self._config_changed.setdefault(run.namespace, asyncio.Event())
+        waiter = asyncio.ensure_future(event.wait())
+        terminated = asyncio.ensure_future(run.terminate.wait())
+        try:
+            await asyncio.wait(
+                {waiter, terminated}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
+            terminated.cancel()
+        return run.terminate.is_set()
+
+    def _backoff(self, attempt: int) -> float:
+        delays = self.delays()
+        return min(delays.backoff * 2 ** max(attempt - 1, 0), delays.backoff_max)
 
     @staticmethod
     def _conditions(
@@ -313,36 +538,31 @@ class Kubelet:
             cond("PodScheduled", True),
         ]
 
-    def _set_status(
-        self,
-        run: PodRun,
-        statuses: list[Obj],
-        phase: str,
-        ready: bool,
-        started: bool = True,
-    ) -> Obj | None:
+    def _publish(self, run: PodRun) -> Obj | None:
+        """Write the pod status from the containers' current states."""
         now = now_iso()
+        statuses = [clone(c.status) for c in run.containers.values()]
         unready = [s["name"] for s in statuses if not s.get("ready")]
+        ready = bool(statuses) and not unready
 
         def change(pod: Obj) -> None:
+            spec = pod.get("spec") or {}
             status = pod.setdefault("status", {})
-            status["phase"] = phase
+            status["phase"] = pod_phase(statuses, spec.get("restartPolicy", "Always"))
             status["conditions"] = _merge_conditions(
-                status.get("conditions") or [], self._conditions(now, True, started, ready, unready)
+                status.get("conditions") or [],
+                self._conditions(now, True, run.sandbox, ready, unready),
             )
             status["containerStatuses"] = statuses
             status["hostIP"] = NODE_IP
             status["hostIPs"] = [{"ip": NODE_IP}]
-            if run.ip:
+            if run.ip and run.sandbox:
                 status["podIP"] = run.ip
                 status["podIPs"] = [{"ip": run.ip}]
             status.setdefault("startTime", now)
             status["qosClass"] = (
                 "BestEffort"
-                if not any(
-                    (c.get("resources") or {})
-                    for c in (pod.get("spec") or {}).get("containers") or []
-                )
+                if not any((c.get("resources") or {}) for c in spec.get("containers") or [])
                 else "Burstable"
             )
 
@@ -359,15 +579,34 @@ class Kubelet:
             log.exception("simulated kubelet failed on pod %s/%s", run.namespace, run.name)
         finally:
             run.finishing = True
-            if run.server is not None:
-                server, run.server = run.server, None
-                await server.stop()
+            await self._stop_containers(run)
+            self._ips.discard(run.ip)
             self.runs.pop(run.uid, None)
+            if self._by_name.get((run.namespace, run.name)) is run:
+                del self._by_name[(run.namespace, run.name)]
+
+    async def _stop_containers(self, run: PodRun) -> None:
+        current = asyncio.current_task()
+        tasks = [
+            c.task for c in run.containers.values() if c.task is not None and c.task is not current
+        ]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for container in run.containers.values():
+            if container.server is not None:
+                server, container.server = container.server, None
+                with contextlib.suppress(Exception):
+                    await server.stop()
+            for container_log in container.logs.values():
+                container_log.end()
 
     async def _lifecycle(self, run: PodRun) -> None:
         delays = self.delays()
         if await run.sleep(delays.schedule):
-            return await self._finish(run, [])
+            return await self._finish(run)
         announced = False
         while not self._schedulable():
             if not announced:
@@ -395,12 +634,11 @@ class Kubelet:
                 waiter.cancel()
                 terminated.cancel()
             if run.terminate.is_set():
-                return await self._finish(run, [])
+                return await self._finish(run)
         pod = self._pod(run)
         if pod is None:
             return
-        self._next_ip = self._next_ip % 250 + 1
-        run.ip = f"10.244.0.{self._next_ip + 1}"
+        run.ip = self._allocate_ip()
         containers = (pod.get("spec") or {}).get("containers") or []
 
         def bind(p: Obj) -> None:
@@ -414,245 +652,264 @@ class Kubelet:
             f"Successfully assigned {run.namespace}/{run.name} to {NODE_NAME}",
             component="default-scheduler",
         )
-        waiting = [self._waiting(c, "ContainerCreating") for c in containers]
-        self._set_status(run, waiting, "Pending", False, started=False)
+        for n, c in enumerate(containers):
+            run.containers[c["name"]] = ContainerRun(
+                c, _waiting(c, "ContainerCreating"), agent=n == 0
+            )
+        self._publish(run)
+        if not await self._mount_volumes(run):
+            return await self._finish(run)
+        run.sandbox = True
+        self._publish(run)
+        loop = asyncio.get_running_loop()
+        for container in run.containers.values():
+            container.task = loop.create_task(
+                self._container(run, container), name=f"container-{run.name}-{container.name}"
+            )
+        await run.terminate.wait()
+        await self._finish(run)
 
-        faulty = next((c for c in containers if image_tag(c.get("image", "")) in FAULT_TAGS), None)
-        tag = image_tag(faulty.get("image", "")) if faulty else ""
-        for c in containers:
-            self._event(run, "Normal", "Pulling", f'Pulling image "{c.get("image")}"', c["name"])
-        if await run.sleep(delays.pull):
-            return await self._finish(run, [])
-        if tag == "pull-error" and faulty is not None:
-            return await self._pull_error(run, containers, faulty)
-        started_at = now_iso()
-        self._start_containers(run, containers, first=True)
-        if tag in ("crash", "oom") and faulty is not None:
-            return await self._crash_loop(run, containers, faulty, tag)
-        if await run.sleep(delays.start):
-            return await self._finish(run, containers)
-        env = {
-            e["name"]: str(e.get("value", ""))
-            for e in (containers[0].get("env") or [])
-            if isinstance(e, dict) and "name" in e
-        }
-        pod = self._pod(run)
-        if pod is None:
-            return
-        run.server = self.make_server(
-            pod, self._project(pod), env, tag != "never-ready", run.log.append
-        )
-        await run.server.start()
-        statuses = [self._running(c, started_at, ready=False) for c in containers]
-        self._set_status(run, statuses, "Running", False)
-        if await run.sleep(delays.ready + self.delays().slow_readiness):
-            return await self._finish(run, containers)
+    async def _mount_volumes(self, run: PodRun) -> bool:
+        """Set up the pod's volumes, retrying with back-off; False when terminated first."""
+        attempt = 0
         while True:
-            ok = tag != "never-ready" and await self._probe(run, containers[0])
+            pod = self._pod(run)
+            if pod is None:
+                return False
+            try:
+                run.volumes = podenv.resolve_volumes(self.registry, pod)
+                return True
+            except podenv.MountError as err:
+                attempt += 1
+                self._event(run, "Warning", "FailedMount", err.event())
+                if await self._wait_config(run, self._backoff(attempt)):
+                    return False
+
+    def _refresh_volumes(self, run: PodRun, pod: Obj) -> None:
+        """Before a restart: the volumes' current content (kept as they were when a
+        ConfigMap or Secret vanished since, as a mounted volume keeps its files)."""
+        try:
+            run.volumes = podenv.resolve_volumes(self.registry, pod)
+        except podenv.MountError as err:
+            self._event(run, "Warning", "FailedMount", err.event())
+
+    async def _container(self, run: PodRun, c: ContainerRun) -> None:
+        """One container from image pull through restarts, until the pod terminates."""
+        spec = c.spec
+        name = c.name
+        tag = image_tag(spec.get("image", ""))
+        self._event(run, "Normal", "Pulling", f'Pulling image "{spec.get("image")}"', name)
+        if await run.sleep(self.delays().pull):
+            return
+        if tag == "pull-error":
+            return await self._pull_error(run, c)
+        self._event(
+            run,
+            "Normal",
+            "Pulled",
+            f'Successfully pulled image "{spec.get("image")}" in 150ms (150ms including '
+            "waiting). Image size: 52428800 bytes.",
+            name,
+        )
+        restarts = 0
+        last: Obj | None = None
+        config_attempts = 0
+        first = True
+        while True:
+            pod = self._pod(run)
+            if pod is None:
+                return
+            if not first:
+                self._event(
+                    run,
+                    "Normal",
+                    "Pulled",
+                    f'Container image "{spec.get("image")}" already present on machine',
+                    name,
+                )
+                self._refresh_volumes(run, pod)
+            first = False
+            try:
+                env = podenv.resolve_env(self.registry, pod, spec, {"HOSTNAME": run.name})
+                files = podenv.container_files(spec, run.volumes, env)
+            except podenv.ConfigError as err:
+                config_attempts += 1
+                self._event(run, "Warning", "Failed", f"Error: {err.message}", name)
+                c.status = _waiting(spec, "CreateContainerConfigError", err.message, restarts, last)
+                self._publish(run)
+                if await self._wait_config(run, self._backoff(config_attempts)):
+                    return
+                continue
+            config_attempts = 0
+            self._event(run, "Normal", "Created", f"Created container: {name}", name)
+            if await run.sleep(self.delays().start):
+                return
+            self._event(run, "Normal", "Started", f"Started container {name}", name)
+            container_id = "containerd://" + secrets.token_hex(32)
+            output = c.new_log(container_id)
+            started_at = now_iso()
+            c.status = _running(spec, started_at, False, restarts, last, container_id)
+            self._publish(run)
+            exit_code, reason, message = await self._process(run, c, pod, env, files, tag, output)
+            if exit_code is None:
+                return  # terminated while running
+            output.end()
+            terminated: Obj = {
+                "exitCode": exit_code,
+                "reason": reason,
+                "startedAt": started_at,
+                "finishedAt": now_iso(),
+                "containerID": container_id,
+            }
+            if message:
+                terminated["message"] = message
+            policy = (pod.get("spec") or {}).get("restartPolicy", "Always")
+            c.status = _terminated(spec, terminated, restarts, last)
+            self._publish(run)
+            if policy == "Never" or (policy == "OnFailure" and exit_code == 0):
+                return
+            restarts += 1
+            last = {"terminated": terminated}
+            shown = min(10 * 2 ** (restarts - 1), 300)
+            backoff_message = (
+                f"back-off {go_duration(shown)} restarting failed container={name} "
+                f"pod={run.name}_{run.namespace}({run.uid})"
+            )
+            c.status = _waiting(spec, "CrashLoopBackOff", backoff_message, restarts, last)
+            self._publish(run)
+            self._event(
+                run,
+                "Warning",
+                "BackOff",
+                f"Back-off restarting failed container {name} in pod "
+                f"{run.name}_{run.namespace}({run.uid})",
+                name,
+            )
+            if await run.sleep(self._backoff(restarts)):
+                return
+
+    async def _process(
+        self,
+        run: PodRun,
+        c: ContainerRun,
+        pod: Obj,
+        env: dict[str, str],
+        files: dict[str, str],
+        tag: str,
+        output: ContainerLog,
+    ) -> tuple[int | None, str, str]:
+        """Run the container's process: (exit code, reason, message) when it exits, or
+        (None, "", "") when the pod terminates first (the process is still running then)."""
+        if tag in ("crash", "oom"):
+            output.write(
+                "simulated crash: out of memory" if tag == "oom" else "simulated crash: exit 1"
+            )
+            if await run.sleep(self.delays().crash):
+                return None, "", ""
+            return (137, "OOMKilled", "") if tag == "oom" else (1, "Error", "")
+        if c.agent:
+            server = self.make_server(
+                pod, self._project(pod), env, tag != "never-ready", output.write, files=files
+            )
+            c.server = server
+            try:
+                await server.start()
+            except AgentExit as exit_:
+                c.server = None
+                with contextlib.suppress(Exception):
+                    await server.stop()
+                return exit_.code, exit_.reason or "Error", ""
+        await self._readiness(run, c, tag)
+        return None, "", ""
+
+    async def _readiness(self, run: PodRun, c: ContainerRun, tag: str) -> None:
+        """Probe until ready, mark the container ready, then run until the pod terminates."""
+        probe = c.spec.get("readinessProbe") or c.spec.get("startupProbe")
+        if await run.sleep(self.delays().ready + self.delays().slow_readiness):
+            return
+        while True:
+            ok = tag != "never-ready" and await self._probe(c, probe)
             if ok:
                 break
-            if containers[0].get("readinessProbe"):
+            if probe:
                 self._event(
                     run,
                     "Warning",
                     "Unhealthy",
                     "Readiness probe failed: HTTP probe failed with statuscode: 503",
-                    containers[0]["name"],
+                    c.name,
                 )
             if await run.sleep(self.delays().probe_period):
-                return await self._finish(run, containers)
-        statuses = [self._running(c, started_at, ready=True) for c in containers]
-        self._set_status(run, statuses, "Running", True)
+                return
+        c.status = {**c.status, "ready": True}
+        self._publish(run)
         await run.terminate.wait()
-        await self._finish(run, containers)
 
-    async def _probe(self, run: PodRun, container: Obj) -> bool:
-        probe = (container.get("readinessProbe") or {}).get("httpGet")
-        if not probe or run.server is None:
+    async def _probe(self, c: ContainerRun, probe: Obj | None) -> bool:
+        """The kubelet's HTTP probe (host network: never subject to NetworkPolicy)."""
+        get = (probe or {}).get("httpGet")
+        if not get or c.server is None:
             return True
-        path = probe.get("path", "/")
+        path = get.get("path", "/")
         try:
-            timeout = aiohttp.ClientTimeout(
-                total=float(container["readinessProbe"].get("timeoutSeconds", 1))
-            )
+            timeout = aiohttp.ClientTimeout(total=float((probe or {}).get("timeoutSeconds", 1)))
             async with self.http().get(
-                f"http://127.0.0.1:{run.server.port}{path}", timeout=timeout
+                f"http://127.0.0.1:{c.server.port}{path}", timeout=timeout
             ) as response:
                 await response.read()
                 return 200 <= response.status < 400
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    def _start_containers(self, run: PodRun, containers: list[Obj], first: bool) -> None:
-        for c in containers:
-            if first:
-                self._event(
-                    run,
-                    "Normal",
-                    "Pulled",
-                    f'Successfully pulled image "{c.get("image")}" in 150ms (150ms including '
-                    "waiting). Image size: 52428800 bytes.",
-                    c["name"],
-                )
-            else:
-                self._event(
-                    run,
-                    "Normal",
-                    "Pulled",
-                    f'Container image "{c.get("image")}" already present on machine',
-                    c["name"],
-                )
-            self._event(run, "Normal", "Created", f"Created container: {c['name']}", c["name"])
-            self._event(run, "Normal", "Started", f"Started container {c['name']}", c["name"])
-
-    @staticmethod
-    def _waiting(
-        c: Obj, reason: str, message: str = "", restarts: int = 0, last: Obj | None = None
-    ) -> Obj:
-        waiting: Obj = {"reason": reason}
-        if message:
-            waiting["message"] = message
-        return {
-            "name": c["name"],
-            "image": c.get("image", ""),
-            "imageID": "",
-            "ready": False,
-            "started": False,
-            "restartCount": restarts,
-            "state": {"waiting": waiting},
-            "lastState": clone(last) if last else {},
-        }
-
-    @staticmethod
-    def _running(
-        c: Obj,
-        started_at: str,
-        ready: bool,
-        restarts: int = 0,
-        last: Obj | None = None,
-        container_id: str = "",
-    ) -> Obj:
-        return {
-            "name": c["name"],
-            "image": c.get("image", ""),
-            "imageID": qualified_image(c.get("image", "")).rsplit(":", 1)[0]
-            + "@sha256:"
-            + "0" * 64,
-            "containerID": container_id or "containerd://" + secrets.token_hex(32),
-            "ready": ready,
-            "started": True,
-            "restartCount": restarts,
-            "state": {"running": {"startedAt": started_at}},
-            "lastState": clone(last) if last else {},
-        }
-
-    async def _pull_error(self, run: PodRun, containers: list[Obj], faulty: Obj) -> None:
-        image = faulty.get("image", "")
+    async def _pull_error(self, run: PodRun, c: ContainerRun) -> None:
+        image = c.spec.get("image", "")
         full = qualified_image(image)
         error = (
             f'failed to pull and unpack image "{full}": failed to resolve reference '
             f'"{full}": {full}: not found'
         )
-        name = faulty["name"]
+        name = c.name
         attempt = 0
         while True:
             attempt += 1
-            others = [self._waiting(c, "PodInitializing") for c in containers if c is not faulty]
             self._event(run, "Warning", "Failed", f'Failed to pull image "{image}": {error}', name)
             self._event(run, "Warning", "Failed", "Error: ErrImagePull", name)
-            self._set_status(
-                run, [self._waiting(faulty, "ErrImagePull", error), *others], "Pending", False
-            )
-            backoff = min(self.delays().backoff * 2 ** (attempt - 1), self.delays().backoff_max)
+            c.status = _waiting(c.spec, "ErrImagePull", error)
+            self._publish(run)
+            backoff = self._backoff(attempt)
             if await run.sleep(backoff):
-                return await self._finish(run, [])
+                return
             self._event(run, "Normal", "BackOff", f'Back-off pulling image "{image}"', name)
             self._event(run, "Warning", "Failed", "Error: ImagePullBackOff", name)
-            self._set_status(
-                run,
-                [
-                    self._waiting(
-                        faulty,
-                        "ImagePullBackOff",
-                        f'Back-off pulling image "{image}": ErrImagePull: {error}',
-                    ),
-                    *others,
-                ],
-                "Pending",
-                False,
+            c.status = _waiting(
+                c.spec,
+                "ImagePullBackOff",
+                f'Back-off pulling image "{image}": ErrImagePull: {error}',
             )
+            self._publish(run)
             if await run.sleep(backoff):
-                return await self._finish(run, [])
+                return
             self._event(run, "Normal", "Pulling", f'Pulling image "{image}"', name)
             if await run.sleep(self.delays().pull):
-                return await self._finish(run, [])
+                return
 
-    async def _crash_loop(self, run: PodRun, containers: list[Obj], faulty: Obj, tag: str) -> None:
-        restarts = 0
-        last: Obj | None = None
-        others_started = now_iso()
-        while True:
-            started_at = now_iso()
-            container_id = "containerd://" + secrets.token_hex(32)
-            statuses = [
-                self._running(
-                    c,
-                    started_at if c is faulty else others_started,
-                    False,
-                    restarts if c is faulty else 0,
-                    last if c is faulty else None,
-                    container_id if c is faulty else "",
-                )
-                for c in containers
-            ]
-            self._set_status(run, statuses, "Running", False)
-            if await run.sleep(self.delays().crash):
-                return await self._finish(run, [faulty])
-            restarts += 1
-            oom = tag == "oom"
-            last = {
-                "terminated": {
-                    "exitCode": 137 if oom else 1,
-                    "reason": "OOMKilled" if oom else "Error",
-                    "startedAt": started_at,
-                    "finishedAt": now_iso(),
-                    "containerID": container_id,
-                }
-            }
-            shown = min(10 * 2 ** (restarts - 1), 300)
-            message = (
-                f"back-off {go_duration(shown)} restarting failed container={faulty['name']} "
-                f"pod={run.name}_{run.namespace}({run.uid})"
-            )
-            statuses = [
-                self._waiting(faulty, "CrashLoopBackOff", message, restarts, last)
-                if c is faulty
-                else self._running(c, others_started, False)
-                for c in containers
-            ]
-            self._set_status(run, statuses, "Running", False)
-            self._event(
-                run,
-                "Warning",
-                "BackOff",
-                f"Back-off restarting failed container {faulty['name']} in pod "
-                f"{run.name}_{run.namespace}({run.uid})",
-                faulty["name"],
-            )
-            backoff = min(self.delays().backoff * 2 ** (restarts - 1), self.delays().backoff_max)
-            if await run.sleep(backoff):
-                return await self._finish(run, [])
-            self._start_containers(run, [faulty], first=False)
-
-    async def _finish(self, run: PodRun, running: list[Obj]) -> None:
+    async def _finish(self, run: PodRun) -> None:
         """Termination: Killing events, grace, then the pod object goes away."""
         pod = self._pod(run)
         if pod is None:
             return
+        running = [c for c in run.containers.values() if "running" in (c.status.get("state") or {})]
+        tasks = [c.task for c in run.containers.values() if c.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         for c in running:
-            self._event(run, "Normal", "Killing", f"Stopping container {c['name']}", c["name"])
-        if run.server is not None:
-            run.server.healthy = False
+            self._event(run, "Normal", "Killing", f"Stopping container {c.name}", c.name)
+        for c in run.containers.values():
+            if c.server is not None:
+                c.server.healthy = False
 
         def not_ready(p: Obj) -> None:
             status = p.setdefault("status", {})
@@ -669,8 +926,6 @@ class Kubelet:
         self._update(run, not_ready)
         await asyncio.sleep(self.delays().terminate)
         run.finishing = True
-        if run.server is not None:
-            server, run.server = run.server, None
-            await server.stop()
+        await self._stop_containers(run)
         if self._pod(run) is not None:
             self.registry.remove_now(PODS, run.namespace, run.name)

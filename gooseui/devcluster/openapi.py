@@ -100,17 +100,39 @@ def _base(res: Resource) -> str:
     )
 
 
+_BYTES_MAP = {"type": "object", "additionalProperties": {"type": "string", "format": "byte"}}
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string", "default": ""}}
+# Kinds whose content is not under spec/status (kubectl reads their fields from here).
+_TOP_LEVEL: dict[str, dict[str, Any]] = {
+    "secrets": {
+        "data": _BYTES_MAP,
+        "stringData": _STRING_MAP,
+        "type": {"type": "string"},
+        "immutable": {"type": "boolean"},
+    },
+    "configmaps": {
+        "data": _STRING_MAP,
+        "binaryData": _BYTES_MAP,
+        "immutable": {"type": "boolean"},
+    },
+}
+
+
 def _kind_schema(res: Resource) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"allOf": [{"$ref": _META_REF}], "default": {}},
+    }
+    if res.plural in _TOP_LEVEL:
+        properties.update(_TOP_LEVEL[res.plural])
+    else:
+        properties["spec"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        properties["status"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     return {
         "type": "object",
         "description": f"{res.kind} (simulated cluster schema: fields are not enumerated).",
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"allOf": [{"$ref": _META_REF}], "default": {}},
-            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-        },
+        "properties": properties,
     }
 
 

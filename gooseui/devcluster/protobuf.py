@@ -1,6 +1,6 @@
 """Just enough of Kubernetes' protobuf encoding to read what kubectl sends that way.
 
-kubectl's typed clients (`kubectl create namespace|deployment|service`) POST bodies
+kubectl's typed clients (`kubectl create namespace|deployment|service|secret|configmap`) POST bodies
 as `application/vnd.kubernetes.protobuf` with no JSON fallback. The simulator decodes
 the envelope (`k8s\\0` + runtime.Unknown) and the fields those commands set, and
 answers JSON, which kubectl accepts. Other kinds get 415.
@@ -8,6 +8,7 @@ answers JSON, which kubectl accepts. Other kinds get 415.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from .errors import ApiError
@@ -88,9 +89,11 @@ def _object_meta(data: bytes) -> dict[str, Any]:
 
 
 # Field tables (numbers from Kubernetes' generated.proto) for the kinds kubectl's typed
-# commands create: `create namespace`, `create deployment`, `create service`.
+# commands create: `create namespace`, `create deployment`, `create service`, `create
+# secret`, `create configmap`.
 # Kinds: str, int (dropped when 0: a plain Go int), intp (kept: a Go pointer), bool,
-# boolp, map, qmap (name -> Quantity), ios (IntOrString), strs (repeated string),
+# boolp, map, bmap (name -> bytes, base64 in JSON), qmap (name -> Quantity), ios
+# (IntOrString), strs (repeated string),
 # "meta", a message name, or "[Name]" for a repeated message.
 _SCHEMAS: dict[str, dict[int, tuple[str, str]]] = {
     "Namespace": {1: ("metadata", "meta"), 2: ("spec", "NamespaceSpec")},
@@ -153,6 +156,19 @@ _SCHEMAS: dict[str, dict[int, tuple[str, str]]] = {
     "EnvVar": {1: ("name", "str"), 2: ("value", "str")},
     "ResourceRequirements": {1: ("limits", "qmap"), 2: ("requests", "qmap")},
     "Service": {1: ("metadata", "meta"), 2: ("spec", "ServiceSpec")},
+    "Secret": {
+        1: ("metadata", "meta"),
+        2: ("data", "bmap"),
+        3: ("type", "str"),
+        4: ("stringData", "map"),
+        5: ("immutable", "boolp"),
+    },
+    "ConfigMap": {
+        1: ("metadata", "meta"),
+        2: ("data", "map"),
+        3: ("binaryData", "bmap"),
+        4: ("immutable", "boolp"),
+    },
     "ServiceSpec": {
         1: ("ports", "[ServicePort]"),
         2: ("selector", "map"),
@@ -196,12 +212,17 @@ def _field(kind: str, values: list[Any]) -> Any:
         return bool(last) if last or kind == "boolp" else None
     if kind == "strs":
         return [v.decode() for v in values] or None
-    if kind in ("map", "qmap"):
+    if kind in ("map", "qmap", "bmap"):
         out = {}
         for entry in values:
             kv = parse(entry)
             value = kv.get(2, [b""])[-1]
-            out[_str(kv, 1) or ""] = _str(parse(value), 1) if kind == "qmap" else value.decode()
+            if kind == "qmap":
+                out[_str(kv, 1) or ""] = _str(parse(value), 1)
+            elif kind == "bmap":
+                out[_str(kv, 1) or ""] = base64.b64encode(value).decode()
+            else:
+                out[_str(kv, 1) or ""] = value.decode()
         return out or None
     if kind == "ios":
         return _int_or_string(last)
@@ -224,7 +245,13 @@ def _message(name: str, data: bytes) -> dict[str, Any] | None:
     return out or None
 
 
-_KINDS = {("v1", "Namespace"), ("apps/v1", "Deployment"), ("v1", "Service")}
+_KINDS = {
+    ("v1", "Namespace"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "Secret"),
+    ("v1", "ConfigMap"),
+}
 
 
 def decode(body: bytes) -> dict[str, Any]:

@@ -1,26 +1,34 @@
 """The API server's service and pod proxy (`.../services/{name}:{port}/proxy/{path}`).
 
 This is how a console outside the cluster reaches a project's agent
-(ENDPOINT_MODE=proxy), so it must behave like the real one for streams: forward
-method, query and body to a Ready endpoint, pass the response through chunk by chunk
+(ENDPOINT_MODE=proxy), so it must behave like the real one for streams: forward every
+method with query and body to a Ready endpoint, pass the response through chunk by chunk
 as it arrives (no buffering), propagate a dropped upstream connection as a dropped
 connection, close upstream as soon as the client goes away, and answer 503 with a
 `Status` when the service has no ready endpoint.
+
+The proxied connection crosses the dataplane like any other: it comes from a source (a
+konnectivity agent pod in `kube-system` by default, or the API server's host address,
+see `netpol.TrafficSource`) and the target pod's NetworkPolicies decide. Dropped traffic
+gets no answer: the request hangs until the client gives up, or after the API server's
+dial timeout (30 s) ends with 503 `dial tcp <podIP>:<port>: i/o timeout`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from . import netpol
 from .api import status_json
 from .deployments import pod_ready
 from .errors import ApiError, not_found
 from .registry import Registry
-from .resources import PODS, SERVICES, Resource
+from .resources import NAMESPACES, NETWORKPOLICIES, PODS, SERVICES, Resource
 from .selectors import map_selector_matches
 
 HOP_BY_HOP = {
@@ -72,11 +80,40 @@ class ServiceProxy:
         registry: Registry,
         endpoint: Callable[[str, str], int | None],
         http: Callable[[], aiohttp.ClientSession],
+        source: Callable[[], netpol.TrafficSource] | None = None,
+        dial_timeout: Callable[[], float] | None = None,
     ) -> None:
         self.registry = registry
         self.endpoint = endpoint
         self.http = http
+        self.source = source or (lambda: netpol.source_from("kube-system"))
+        self.dial_timeout = dial_timeout or (lambda: 30.0)
+        self.dropped = 0  # requests the NetworkPolicies dropped (for tests and diagnostics)
         self._rr = 0
+
+    def admitted(self, pod: dict[str, Any], port: int) -> bool:
+        """Whether the dataplane lets the proxy's connection reach `pod`:`port`."""
+        namespace = pod["metadata"].get("namespace", "")
+        policies = self.registry.store.list(NETWORKPOLICIES.key, namespace)
+        if not policies:
+            return True
+        source = self.source()
+        labels: dict[str, str] = {}
+        if source.namespace is not None:
+            ns = self.registry.find(NAMESPACES, "", source.namespace)
+            labels = (ns or {}).get("metadata", {}).get("labels") or {}
+        return netpol.admits(policies, pod, port, source, labels)
+
+    async def _dropped(self, ip: str, port: Any) -> web.Response:
+        """No SYN-ACK ever comes: wait out the API server's dial timeout (the client
+        usually gives up first, which cancels this handler)."""
+        self.dropped += 1
+        await asyncio.sleep(self.dial_timeout())
+        return status_json(
+            503,
+            f"error trying to reach service: dial tcp {ip}:{port}: i/o timeout",
+            "ServiceUnavailable",
+        )
 
     async def handle(
         self, request: web.Request, res: Resource, namespace: str, name_port: str, subpath: str
@@ -111,6 +148,8 @@ class ServiceProxy:
             for c in (pod.get("spec") or {}).get("containers") or []
             for p in c.get("ports") or []
         }
+        if isinstance(target, int) and not self.admitted(pod, target):
+            return await self._dropped(ip, target)
         if local is None or (declared and target not in declared):
             return status_json(
                 503,

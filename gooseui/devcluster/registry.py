@@ -39,7 +39,16 @@ PATCH_TYPES = (JSON_PATCH, MERGE, STRATEGIC, APPLY)
 _BUILTIN_GROUPS = ("", "apps", "networking.k8s.io", "autoscaling")
 _RETURNS_DELETED_OBJECT = {"pods", "services", "namespaces"}
 # Kinds whose strategies maintain metadata.generation.
-_GENERATION_TRACKED = {"deployments", "replicasets", "ingresses", "networkpolicies", "httproutes"}
+_GENERATION_TRACKED = {
+    "deployments",
+    "replicasets",
+    "ingresses",
+    "networkpolicies",
+    "httproutes",
+    "gateways",
+    "gatewayclasses",
+    "horizontalpodautoscalers",
+}
 
 
 @dataclass

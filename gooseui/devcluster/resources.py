@@ -68,6 +68,8 @@ RESOURCES: tuple[Resource, ...] = (
     ),
     Resource("", "v1", "Service", "services", True, ("svc",), ("status", "proxy"), ("all",)),
     Resource("", "v1", "Event", "events", True, ("ev",), (), (), has_status=False),
+    Resource("", "v1", "Secret", "secrets", True, (), (), (), has_status=False),
+    Resource("", "v1", "ConfigMap", "configmaps", True, ("cm",), (), (), has_status=False),
     Resource("", "v1", "ResourceQuota", "resourcequotas", True, ("quota",), ("status",)),
     Resource("", "v1", "LimitRange", "limitranges", True, ("limits",), (), (), has_status=False),
     Resource(
@@ -75,6 +77,16 @@ RESOURCES: tuple[Resource, ...] = (
     ),
     Resource(
         "apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), ("status", "scale"), ("all",)
+    ),
+    Resource(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        True,
+        ("hpa",),
+        ("status",),
+        ("all",),
     ),
     Resource("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), ("status",)),
     Resource(
@@ -98,9 +110,30 @@ RESOURCES: tuple[Resource, ...] = (
         ("status",),
         ("gateway-api",),
     ),
+    Resource(
+        "gateway.networking.k8s.io",
+        "v1",
+        "Gateway",
+        "gateways",
+        True,
+        ("gtw",),
+        ("status",),
+        ("gateway-api",),
+    ),
+    Resource(
+        "gateway.networking.k8s.io",
+        "v1",
+        "GatewayClass",
+        "gatewayclasses",
+        False,
+        ("gc",),
+        ("status",),
+        ("gateway-api",),
+    ),
 )
 
-# Groups in the order `/apis` lists them; autoscaling/v1 only carries the Scale kind.
+# Groups in the order `/apis` lists them (autoscaling/v1 serves HorizontalPodAutoscalers, as
+# real servers do, and the Scale kind of the `/scale` subresources).
 GROUP_VERSIONS: tuple[tuple[str, str], ...] = (
     ("", "v1"),
     ("apps", "v1"),
@@ -138,3 +171,9 @@ QUOTAS = by_key("", "resourcequotas")
 LIMITRANGES = by_key("", "limitranges")
 DEPLOYMENTS = by_key("apps", "deployments")
 REPLICASETS = by_key("apps", "replicasets")
+SECRETS = by_key("", "secrets")
+CONFIGMAPS = by_key("", "configmaps")
+NETWORKPOLICIES = by_key("networking.k8s.io", "networkpolicies")
+HTTPROUTES = by_key("gateway.networking.k8s.io", "httproutes")
+GATEWAYS = by_key("gateway.networking.k8s.io", "gateways")
+GATEWAYCLASSES = by_key("gateway.networking.k8s.io", "gatewayclasses")

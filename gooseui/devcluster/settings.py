@@ -1,8 +1,12 @@
-"""Timings of the simulated cluster and its agents.
+"""Timings of the simulated cluster and its agents, and where proxied traffic comes from.
 
 Tests want everything fast, benchmarks want zero agent delays, and a demo wants
 something closer to a real rollout; every knob is settable from Python and from the
-environment (`GOOSEUI_SIM_DELAY_<NAME>`, `GOOSEUI_SIM_AGENT_<NAME>`, seconds).
+environment (`GOOSEUI_SIM_DELAY_<NAME>`, `GOOSEUI_SIM_AGENT_<NAME>`, seconds). The
+service proxy's traffic source (`GOOSEUI_SIM_PROXY_SOURCE`) picks which real cluster
+shape the NetworkPolicies are checked against: AKS with konnectivity
+(`namespace:kube-system`, the default) or an API server on the host network
+(`ip:10.224.0.4`: AKS API Server VNet Integration, kubeadm, kind, k3s).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ class Delays:
     backoff_max: float = 3.0  # back-off cap
     probe_period: float = 0.5  # readiness re-probe period while not ready
     namespace_finalize: float = 0.05  # a deleted namespace stays Terminating at least this long
+    # the API server's dial timeout: a proxied request NetworkPolicy drops hangs this long,
+    # then answers 503 "dial tcp <podIP>:<port>: i/o timeout" (30 s on a real API server)
+    proxy_dial_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -68,4 +75,23 @@ def agent_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Ag
     )
 
 
-__all__ = ["AgentSettings", "Delays", "agent_from_env", "delays_from_env", "replace"]
+PROXY_SOURCE_ENV = "GOOSEUI_SIM_PROXY_SOURCE"
+DEFAULT_PROXY_SOURCE = "namespace:kube-system"
+
+
+def proxy_source_from_env(env: Mapping[str, str] | None = None) -> str:
+    """`GOOSEUI_SIM_PROXY_SOURCE` (`namespace:<ns>` or `ip:<address>`), default kube-system."""
+    value = (os.environ if env is None else env).get(PROXY_SOURCE_ENV, "").strip()
+    return value or DEFAULT_PROXY_SOURCE
+
+
+__all__ = [
+    "DEFAULT_PROXY_SOURCE",
+    "PROXY_SOURCE_ENV",
+    "AgentSettings",
+    "Delays",
+    "agent_from_env",
+    "delays_from_env",
+    "proxy_source_from_env",
+    "replace",
+]

@@ -78,6 +78,9 @@ class Store:
     def __init__(self, history_limit: int = 20000) -> None:
         self._rv = 0
         self._objects: dict[Key, dict[tuple[str, str], Obj]] = {}
+        # key -> namespace -> name -> object: a namespaced list (the proxy, the kubelet, the
+        # NetworkPolicy check on every proxied request) costs what is in that namespace only
+        self._by_namespace: dict[Key, dict[str, dict[str, Obj]]] = {}
         self._history: deque[Change] = deque()
         self._history_limit = history_limit
         self._compacted = 0  # events with rv <= this are gone from history
@@ -99,17 +102,21 @@ class Store:
         return self._objects.get(key, {}).get((namespace, name))
 
     def list(self, key: Key, namespace: str | None = None) -> list[Obj]:
-        objects = self._objects.get(key, {})
+        """Objects of one resource (of one namespace), ordered by namespace and name."""
         if namespace is None:
+            objects = self._objects.get(key, {})
             return [objects[k] for k in sorted(objects)]
-        return [objects[k] for k in sorted(objects) if k[0] == namespace]
+        names = self._by_namespace.get(key, {}).get(namespace, {})
+        return [names[n] for n in sorted(names)]
+
+    def count(self, key: Key, namespace: str) -> int:
+        return len(self._by_namespace.get(key, {}).get(namespace, {}))
 
     def namespaces_in_use(self, namespace: str) -> Iterable[tuple[Key, Obj]]:
         """Every object in `namespace`, across resources."""
-        for key, objects in self._objects.items():
-            for ident, obj in list(objects.items()):
-                if ident[0] == namespace:
-                    yield key, obj
+        for key, spaces in list(self._by_namespace.items()):
+            for obj in list(spaces.get(namespace, {}).values()):
+                yield key, obj
 
     def dependents(self, namespace: str, owner_uid: str, key: Key | None = None) -> list[Obj]:
         """Objects in `namespace` with an ownerReference to `owner_uid` (of one resource)."""
@@ -145,6 +152,7 @@ class Store:
         bucket = self._objects.setdefault(key, {})
         old = bucket.get(ident)
         bucket[ident] = obj
+        self._by_namespace.setdefault(key, {}).setdefault(ident[0], {})[ident[1]] = obj
         self._index(key, old, add=False)
         self._index(key, obj, add=True)
         self._commit(Change("MODIFIED" if old is not None else "ADDED", key, obj, old, rv))
@@ -156,6 +164,12 @@ class Store:
         old = bucket.pop((namespace, name), None)
         if old is None:
             return None
+        spaces = self._by_namespace.get(key, {})
+        names = spaces.get(namespace)
+        if names is not None:
+            names.pop(name, None)
+            if not names:
+                del spaces[namespace]
         self._index(key, old, add=False)
         rv = self.next_rv()
         final = {**old, "metadata": {**old.get("metadata", {}), "resourceVersion": str(rv)}}

@@ -7,10 +7,12 @@ name/age listing.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+from .selectors import selector_to_string
 from .util import parse_iso
 
 Row = list[Any]
@@ -165,6 +167,101 @@ def _node_row(node: dict[str, Any]) -> Row:
     ]
 
 
+def _age(obj: dict[str, Any]) -> str:
+    return human_age(obj["metadata"].get("creationTimestamp"))
+
+
+def _condition_status(obj: dict[str, Any], kind: str) -> str:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return str(cond.get("status", ""))
+    return ""
+
+
+def _secret_row(secret: dict[str, Any]) -> Row:
+    return [
+        secret["metadata"]["name"],
+        secret.get("type", "Opaque"),
+        len(secret.get("data") or {}),
+        _age(secret),
+    ]
+
+
+def _configmap_row(cm: dict[str, Any]) -> Row:
+    count = len(cm.get("data") or {}) + len(cm.get("binaryData") or {})
+    return [cm["metadata"]["name"], count, _age(cm)]
+
+
+def _netpol_row(policy: dict[str, Any]) -> Row:
+    selector = selector_to_string((policy.get("spec") or {}).get("podSelector"))
+    return [policy["metadata"]["name"], selector or "<none>", _age(policy)]
+
+
+def _ingress_row(ing: dict[str, Any]) -> Row:
+    spec = ing.get("spec") or {}
+    hosts = [r.get("host") or "*" for r in spec.get("rules") or []]
+    addresses = [
+        a.get("ip") or a.get("hostname") or ""
+        for a in ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    ]
+    return [
+        ing["metadata"]["name"],
+        spec.get("ingressClassName") or "<none>",
+        ",".join(hosts) or "*",
+        ",".join(addresses),
+        "80, 443" if spec.get("tls") else "80",
+        _age(ing),
+    ]
+
+
+def _hpa_row(hpa: dict[str, Any]) -> Row:
+    spec, status = hpa.get("spec") or {}, hpa.get("status") or {}
+    target = spec.get("scaleTargetRef") or {}
+    cpu = spec.get("targetCPUUtilizationPercentage")
+    current = status.get("currentCPUUtilizationPercentage")
+    targets = (
+        f"cpu: {current if current is not None else '<unknown>'}%/{cpu}%"
+        if cpu is not None
+        else "<none>"
+    )
+    return [
+        hpa["metadata"]["name"],
+        f"{target.get('kind', '')}/{target.get('name', '')}",
+        targets,
+        spec.get("minReplicas", 1),
+        spec.get("maxReplicas", 0),
+        status.get("currentReplicas", 0),
+        _age(hpa),
+    ]
+
+
+def _httproute_row(route: dict[str, Any]) -> Row:
+    hosts = (route.get("spec") or {}).get("hostnames")
+    return [route["metadata"]["name"], json.dumps(hosts) if hosts else "", _age(route)]
+
+
+def _gateway_row(gw: dict[str, Any]) -> Row:
+    addresses = [a.get("value", "") for a in (gw.get("status") or {}).get("addresses") or []]
+    return [
+        gw["metadata"]["name"],
+        (gw.get("spec") or {}).get("gatewayClassName", ""),
+        ",".join(addresses),
+        _condition_status(gw, "Programmed"),
+        _age(gw),
+    ]
+
+
+def _gatewayclass_row(gc: dict[str, Any]) -> Row:
+    spec = gc.get("spec") or {}
+    return [
+        gc["metadata"]["name"],
+        spec.get("controllerName", ""),
+        _condition_status(gc, "Accepted"),
+        _age(gc),
+        spec.get("description", ""),
+    ]
+
+
 def _default_row(obj: dict[str, Any]) -> Row:
     return [obj["metadata"]["name"], human_age(obj["metadata"].get("creationTimestamp"))]
 
@@ -227,6 +324,65 @@ _TABLES: dict[str, tuple[list[dict[str, Any]], Callable[[dict[str, Any]], Row]]]
     "events": (
         [_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")],
         _event_row,
+    ),
+    "secrets": (
+        [_col("Name", fmt="name"), _col("Type"), _col("Data", "integer"), _col("Age")],
+        _secret_row,
+    ),
+    "configmaps": (
+        [_col("Name", fmt="name"), _col("Data", "integer"), _col("Age")],
+        _configmap_row,
+    ),
+    "networkpolicies": (
+        [_col("Name", fmt="name"), _col("Pod-Selector"), _col("Age")],
+        _netpol_row,
+    ),
+    "ingresses": (
+        [
+            _col("Name", fmt="name"),
+            _col("Class"),
+            _col("Hosts"),
+            _col("Address"),
+            _col("Ports"),
+            _col("Age"),
+        ],
+        _ingress_row,
+    ),
+    "horizontalpodautoscalers": (
+        [
+            _col("Name", fmt="name"),
+            _col("Reference"),
+            _col("Targets"),
+            _col("MinPods", "integer"),
+            _col("MaxPods", "integer"),
+            _col("Replicas", "integer"),
+            _col("Age"),
+        ],
+        _hpa_row,
+    ),
+    "httproutes": (
+        [_col("Name", fmt="name"), _col("Hostnames"), _col("Age", "date")],
+        _httproute_row,
+    ),
+    "gateways": (
+        [
+            _col("Name", fmt="name"),
+            _col("Class"),
+            _col("Address"),
+            _col("Programmed"),
+            _col("Age", "date"),
+        ],
+        _gateway_row,
+    ),
+    "gatewayclasses": (
+        [
+            _col("Name", fmt="name"),
+            _col("Controller"),
+            _col("Accepted"),
+            _col("Age", "date"),
+            _col("Description", priority=1),
+        ],
+        _gatewayclass_row,
     ),
 }
 
