@@ -13,6 +13,7 @@ import contextlib
 import logging
 import secrets
 import threading
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
@@ -104,6 +105,7 @@ class SimCluster:
         self._namespaces: NamespaceController | None = None
         self.kubelet: Kubelet | None = None
         self.proxy: ServiceProxy | None = None
+        self._launches: deque[Launch] = deque(maxlen=2000)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -255,6 +257,7 @@ class SimCluster:
         files: dict[str, str] | None = None,
     ) -> GooseServer:
         launch = Launch(pod["metadata"]["name"], project, env, files or {}, on_log)
+        self._launches.append(launch)
         return GooseServer(
             launch, self.agent_databases, lambda: self.agent, self.faults, self.agent_log, healthy
         )
@@ -362,6 +365,16 @@ class SimCluster:
         """Reply stream records: `started`, `completed`, `client_disconnected`, `died`,
         `server_stopped`."""
         return [r for r in self.agent_log.records if kind is None or r.kind == kind]
+
+    def launches(self, namespace: str | None = None, pod: str | None = None) -> list[Launch]:
+        """Every agent start the kubelet made (newest last, the last 2000): the resolved
+        environment and files as the process saw them."""
+        return [
+            launch
+            for launch in self._launches
+            if (namespace is None or launch.project[0] == namespace)
+            and (pod is None or launch.pod == pod)
+        ]
 
     async def wait_agent_record(
         self, kind: str, start: int = 0, within: float = 5.0
@@ -547,6 +560,9 @@ class SimClusterThread:
 
     def agent_records(self, kind: str | None = None) -> list[StreamRecord]:
         return self.call(self._cluster().agent_records, kind)
+
+    def launches(self, namespace: str | None = None, pod: str | None = None) -> list[Launch]:
+        return self.call(self._cluster().launches, namespace, pod)
 
     def wait_agent_record(
         self, kind: str, start: int = 0, within: float = 5.0
