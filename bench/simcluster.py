@@ -6,7 +6,11 @@ Prints, in one table:
 - the time from applying `replicas: 1` to the Deployment reported Ready, minus the
   configured pod delays (schedule + pull + start + ready), for 1 and for 50
   concurrent Deployments (p50 / p95), observed through a watch as the console does;
-- SSE events per second of a long agent reply through the service proxy.
+- SSE events per second of a long agent reply through the service proxy, and of 100
+  concurrent replies (each in its own session: create, reply, history in MongoDB);
+The agents are as strict as the real image: they need MONGODB_URL, GOOSE_PROVIDER and
+GOOSE_MODEL, ping MongoDB before serving and on every health probe, and keep their
+sessions there; so the bench runs a throwaway embedded MongoDB (SecantusDB) for them.
 Bounded: well under a minute in total.
 """
 
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from common import database
 from httpx_sse import aconnect_sse
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client import ApiClient, Configuration
@@ -31,6 +36,7 @@ DELAYS = Delays(schedule=0.05, pull=0.15, start=0.05, ready=0.2)
 CONFIGURED = DELAYS.schedule + DELAYS.pull + DELAYS.start + DELAYS.ready
 RPS_SECONDS = 1.5
 TIMEOUT = (5, 60)
+AGENT_ENV: dict[str, str] = {"GOOSE_PROVIDER": "simulated", "GOOSE_MODEL": "simulated-agent"}
 
 
 def deployment(name: str, replicas: int) -> dict[str, Any]:
@@ -51,6 +57,7 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
                             "name": "goose-api",
                             "image": "goose-api:latest",
                             "ports": [{"containerPort": 3001, "name": "http"}],
+                            "env": [{"name": k, "value": v} for k, v in AGENT_ENV.items()],
                             "readinessProbe": {
                                 "httpGet": {"path": "/api/v1/health", "port": "http"}
                             },
@@ -166,6 +173,35 @@ async def stream_rate(sim: SimClusterThread, ns: str) -> float:
         return count / (time.perf_counter() - start)
 
 
+async def concurrent_rate(
+    sim: SimClusterThread, ns: str, streams: int = 100
+) -> tuple[float, float]:
+    """(aggregate events/s, seconds) of `streams` replies at once, each in a new session."""
+    sim.set_agent(delta_delay=0.0, reply_deltas=200, keepalive=5.0)
+    base = f"/api/v1/namespaces/{ns}/services/bench-chat:3001/proxy/api/v1"
+    context = ssl.create_default_context(cafile=str(sim.ca_path))
+    headers = {"Authorization": f"Bearer {sim.token}"}
+    limits = httpx.Limits(max_connections=streams + 10)
+    async with httpx.AsyncClient(
+        base_url=sim.url, verify=context, headers=headers, timeout=60, limits=limits
+    ) as http:
+
+        async def one() -> int:
+            sid = (await http.post(f"{base}/sessions")).json()["session_id"]
+            count = 0
+            async with aconnect_sse(
+                http, "POST", f"{base}/sessions/{sid}/messages", json={"message": "go"}
+            ) as source:
+                async for _ in source.aiter_sse():
+                    count += 1
+            return count
+
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(one() for _ in range(streams)))
+        elapsed = time.perf_counter() - start
+        return sum(counts) / elapsed, elapsed
+
+
 async def main(sim: SimClusterThread) -> list[tuple[str, str]]:
     configuration = Configuration()
     await config.load_kube_config(
@@ -210,12 +246,17 @@ async def main(sim: SimClusterThread) -> list[tuple[str, str]]:
         await time_to_ready(apps, "bench-chat", ["bench-chat"])
         rate = await stream_rate(sim, "bench-chat")
         rows.append(("agent SSE through service proxy", f"{rate:,.0f} events/s"))
+        aggregate, seconds = await concurrent_rate(sim, "bench-chat")
+        rows.append(
+            ("100 concurrent replies (200 deltas)", f"{aggregate:,.0f} events/s in {seconds:.2f} s")
+        )
     return rows
 
 
 def run() -> int:
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="simbench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="simbench-") as tmp, database() as mongo_uri:
+        AGENT_ENV.update(MONGODB_URL=mongo_uri, MONGODB_DATABASE="bench_sessions")
         sim = SimClusterThread(Path(tmp), delays=DELAYS, agent=AgentSettings(delta_delay=0.0))
         sim.start()
         try:
