@@ -209,11 +209,13 @@ class Reply:
             blocks = [b for b in split_events(pending)[0] if not _is_comment(b)]
             if not blocks and not ended:
                 continue
-            if self._renewable and blocks and session_unknown(event_payload(blocks[0])):
-                self._renewable = False
-                await self._renew()
-                pending = b""
-                continue
+            if blocks and session_unknown(event_payload(blocks[0])):
+                self._chat._forget(self.session_id)
+                if self._renewable:
+                    self._renewable = False
+                    await self._renew()
+                    pending = b""
+                    continue
             yield (pending, ended, failure)
             return
 
@@ -332,6 +334,9 @@ class ChatService:
         # sessions this console made or saw a reply in: an explicit one of these needs no
         # look-up before its message (a forgotten one still answers with the agent's error)
         self._known: OrderedDict[str, None] = OrderedDict()
+
+    def _forget(self, session_id: str) -> None:
+        self._known.pop(session_id, None)
 
     def _remember(self, session_id: str) -> None:
         self._known[session_id] = None

@@ -348,6 +348,15 @@ class Lifecycle:
                     task.result()  # a refused route raises here, before the pod is ready
                 if ready in done and ready.result().failed:
                     return ready.result()
+            if not routed.done():
+                gateway = f"{self.settings.gateway_namespace or '(its namespace)'}/"
+                await progress(
+                    Verdict(
+                        step="route",
+                        progress=f"Pod ready; waiting for the Gateway {gateway}"
+                        f"{self.settings.gateway_name} to accept the route",
+                    )
+                )
             await routed
             return ready.result()
         finally:
@@ -356,9 +365,9 @@ class Lifecycle:
             await asyncio.gather(ready, routed, return_exceptions=True)
 
     async def _route_accepted(self, uid: str, pid: str) -> None:
-        accepted, message = await self._envs().wait_route_accepted(
-            uid, pid, min(ROUTE_ACCEPT_SECONDS, self.settings.activation_timeout)
-        )
+        # decided before the activation's own timeout, so the operator reads why
+        wait = min(ROUTE_ACCEPT_SECONDS, 0.75 * self.settings.activation_timeout)
+        accepted, message = await self._envs().wait_route_accepted(uid, pid, wait)
         if not accepted:
             raise Failure("RouteNotAccepted", message)
 

@@ -67,14 +67,13 @@ PROVIDER_KEY_MARKER = "sk-MARKER-9b7d2a"
 
 
 def agent_mongo_url(mongo_uri: str) -> str:
-    """The test MongoDB's URL with credentials in it, as an operator's would carry.
+    """The test MongoDB's URL carrying a marker, as an operator's carries a password.
 
-    SecantusDB ignores credentials it was not asked to check, so the agents still connect;
-    a real MongoDB under GOOSEUI_TEST_MONGO_URI is used as given.
+    SecantusDB refuses credentials it has no users for, so the marker rides in `appName`:
+    the agent logs and answers the whole URL, so it must never reach the console's output.
     """
-    if os.environ.get("GOOSEUI_TEST_MONGO_URI"):
-        return mongo_uri
-    return mongo_uri.replace("mongodb://", f"mongodb://goose:{MONGO_PASSWORD_MARKER}@", 1)
+    separator = "&" if "?" in mongo_uri else "/?"
+    return f"{mongo_uri}{separator}appName={MONGO_PASSWORD_MARKER}"
 
 
 def write_agent_env(path: Path, mongo_uri: str, **extra: str) -> Path:

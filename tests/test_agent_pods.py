@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
 from gooseui.devcluster import SimClusterThread
+from gooseui.devcluster.gateway import GATEWAY_CLASS
 from tests.conftest import (
     MONGO_PASSWORD_MARKER,
     PROVIDER_KEY_MARKER,
@@ -75,8 +77,9 @@ async def agent_call(
         f"{sim.url}/api/v1/namespaces/{project['namespace']}/services/"
         f"{project['service']}:3001/proxy"
     )
+    context = ssl.create_default_context(cafile=str(sim.ca_path))
     async with httpx.AsyncClient(
-        verify=str(sim.ca_path), headers={"Authorization": f"Bearer {sim.token}"}, timeout=10
+        verify=context, headers={"Authorization": f"Bearer {sim.token}"}, timeout=10
     ) as http:
         return await http.request(method, base + path)
 
@@ -447,7 +450,7 @@ async def test_a_route_the_gateway_refuses_fails_the_activation(
         "kind": "Gateway",
         "metadata": {"name": "shared", "namespace": gateway_ns},
         "spec": {
-            "gatewayClassName": "simulated",
+            "gatewayClassName": GATEWAY_CLASS,
             "listeners": [
                 {
                     "name": "http",

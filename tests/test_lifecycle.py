@@ -185,7 +185,7 @@ async def _events_stream_progress(client: httpx.AsyncClient) -> None:
     assert response.status_code == 202 and response.json()["status"] == "activating"
     await asyncio.wait_for(listener, 15)
     steps = [e["step"] for e in seen]
-    assert steps[:4] == ["current", "start", "namespace", "apply"]
+    assert steps[:6] == ["current", "start", "agent", "namespace", "secrets", "apply"]
     assert "health" in steps and steps[-1] == "ready"
     assert all(set(e) >= {"project_id", "status", "step", "message", "at"} for e in seen)
     assert (await client.get(url(project))).json()["status"] == "active"

@@ -162,3 +162,15 @@ async def test_chat_on_inactive_project_offers_activate(user: User) -> None:
     user.find(marker="chat-activate").click()
     await wait_status("alice", project.project_id, "active")
     await user.should_see(marker="message", retries=50)
+
+
+@pytest.fixture
+def open_routes(console_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Projects published on Ingress routes without a source allow-list."""
+    monkeypatch.setenv("INGRESS_BASE_DOMAIN", "goose.example.com")
+
+
+async def test_open_routes_are_flagged_in_the_header(open_routes: None, user: User) -> None:
+    await user.open("/")
+    await user.should_see(marker="warning")
+    await user.should_see("Routes are open")
