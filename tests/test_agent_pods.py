@@ -507,3 +507,23 @@ async def test_the_port_setting_moves_the_server(
         assert response.status_code == 200, response.text
         assert ":8080/proxy" in response.json()["endpoint"]
         assert (await reply(http, response.json(), "hi"))[-1]["type"] == "complete"
+
+
+async def test_a_route_to_a_gateway_nobody_serves_is_named(
+    console_env: dict[str, str], request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "INGRESS_BASE_DOMAIN": "goose.example.com",
+        "GOOSEUI_EXPOSURE": "httproute",
+        "GOOSEUI_GATEWAY_NAME": "missing",
+        "GOOSEUI_GATEWAY_NAMESPACE": "nowhere",
+        "GOOSEUI_ENDPOINT_MODE": "proxy",
+        "GOOSEUI_ACTIVATION_TIMEOUT": "3",
+    }.items():
+        monkeypatch.setenv(name, value)
+    async with console(request) as client:
+        project = await new_project(client)
+        response = await client.post(url(project, "activate"))
+        body = response.json()
+        assert (response.status_code, body["code"]) == (502, "RouteNotAccepted"), body
+        assert "No controller of the Gateway nowhere/missing" in body["detail"]
