@@ -105,8 +105,11 @@ def _validate_pod_spec(spec: Any, prefix: str) -> list[Cause]:
     if not containers:
         return [("FieldValueRequired", f"{prefix}.containers", "Required value")]
     seen: set[str] = set()
+    causes, volumes = _validate_volumes(spec, prefix)
     for n, container in enumerate(containers):
         where = f"{prefix}.containers[{n}]"
+        if isinstance(container, dict):
+            causes += _validate_container_refs(container, where, volumes)
         cname = container.get("name", "") if isinstance(container, dict) else ""
         if not cname:
             causes.append(("FieldValueRequired", f"{where}.name", "Required value"))
@@ -137,6 +140,201 @@ def _validate_pod_spec(spec: Any, prefix: str) -> list[Cause]:
                         f"Invalid value: {number}: must be between 1 and 65535, inclusive",
                     )
                 )
+    return causes
+
+
+_FIELD_PATHS = (
+    "metadata.annotations",
+    "metadata.labels",
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+)
+_ENV_FIELD_PATHS = tuple(
+    p for p in _FIELD_PATHS if p not in ("metadata.annotations", "metadata.labels")
+)
+_SUBSCRIPT = re.compile(r"^metadata\.(labels|annotations)\['.+'\]$")
+_VOLUME_SOURCES = (
+    "configMap",
+    "secret",
+    "emptyDir",
+    "projected",
+    "downwardAPI",
+    "hostPath",
+    "persistentVolumeClaim",
+    "csi",
+    "ephemeral",
+    "nfs",
+    "image",
+)
+
+
+def _validate_volumes(spec: dict[str, Any], prefix: str) -> tuple[list[Cause], set[str]]:
+    causes: list[Cause] = []
+    names: set[str] = set()
+    for n, volume in enumerate(spec.get("volumes") or []):
+        where = f"{prefix}.volumes[{n}]"
+        if not isinstance(volume, dict):
+            continue
+        name = volume.get("name", "")
+        if not name:
+            causes.append(("FieldValueRequired", f"{where}.name", "Required value"))
+        elif name in names:
+            causes.append(
+                ("FieldValueDuplicate", f"{where}.name", f"Duplicate value: {_quote(name)}")
+            )
+        names.add(name)
+        sources = [k for k in _VOLUME_SOURCES if volume.get(k) is not None]
+        if not sources:
+            causes.append(
+                ("FieldValueRequired", where, "Required value: must specify a volume type")
+            )
+        elif len(sources) > 1:
+            causes.append(
+                (
+                    "FieldValueForbidden",
+                    f"{where}.{sources[1]}",
+                    "Forbidden: may not specify more than 1 volume type",
+                )
+            )
+        if volume.get("configMap") is not None and not (volume["configMap"] or {}).get("name"):
+            causes.append(("FieldValueRequired", f"{where}.configMap.name", "Required value"))
+        if volume.get("secret") is not None and not (volume["secret"] or {}).get("secretName"):
+            causes.append(("FieldValueRequired", f"{where}.secret.secretName", "Required value"))
+    return causes, names
+
+
+def _validate_container_refs(
+    container: dict[str, Any], where: str, volumes: set[str]
+) -> list[Cause]:
+    """volumeMounts name real volumes; env entries have one well-formed source."""
+    causes: list[Cause] = []
+    paths: set[str] = set()
+    for m, mount in enumerate(container.get("volumeMounts") or []):
+        spot = f"{where}.volumeMounts[{m}]"
+        if not isinstance(mount, dict):
+            continue
+        name = mount.get("name", "")
+        if not name:
+            causes.append(("FieldValueRequired", f"{spot}.name", "Required value"))
+        elif name not in volumes:
+            causes.append(("FieldValueNotFound", f"{spot}.name", f"Not found: {_quote(name)}"))
+        path = mount.get("mountPath", "")
+        if not path:
+            causes.append(("FieldValueRequired", f"{spot}.mountPath", "Required value"))
+        elif path in paths:
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    f"{spot}.mountPath",
+                    f"Invalid value: {_quote(path)}: must be unique",
+                )
+            )
+        paths.add(path)
+        sub = mount.get("subPath") or ""
+        if sub.startswith("/"):
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    f"{spot}.subPath",
+                    f"Invalid value: {_quote(sub)}: must be a relative path",
+                )
+            )
+        elif ".." in sub.split("/"):
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    f"{spot}.subPath",
+                    f"Invalid value: {_quote(sub)}: must not contain '..'",
+                )
+            )
+    for e, var in enumerate(container.get("env") or []):
+        spot = f"{where}.env[{e}]"
+        if not isinstance(var, dict):
+            continue
+        if not var.get("name"):
+            causes.append(("FieldValueRequired", f"{spot}.name", "Required value"))
+        source = var.get("valueFrom")
+        if source is None:
+            continue
+        if var.get("value"):
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    f"{spot}.valueFrom",
+                    'Invalid value: "": may not be specified when `value` is not empty',
+                )
+            )
+        kinds = [
+            k
+            for k in ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef")
+            if (source or {}).get(k) is not None
+        ]
+        if not kinds:
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    f"{spot}.valueFrom",
+                    'Invalid value: "": must specify one of: `fieldRef`, `resourceFieldRef`, '
+                    "`configMapKeyRef` or `secretKeyRef`",
+                )
+            )
+        elif len(kinds) > 1:
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    f"{spot}.valueFrom",
+                    'Invalid value: "": may not have more than one field specified at a time',
+                )
+            )
+        for kind in ("configMapKeyRef", "secretKeyRef"):
+            ref = (source or {}).get(kind)
+            if ref is not None and not ref.get("key"):
+                causes.append(
+                    ("FieldValueRequired", f"{spot}.valueFrom.{kind}.key", "Required value")
+                )
+            if ref is not None and not ref.get("name"):
+                causes.append(
+                    ("FieldValueRequired", f"{spot}.valueFrom.{kind}.name", "Required value")
+                )
+        field_ref = (source or {}).get("fieldRef")
+        if field_ref is not None:
+            path = field_ref.get("fieldPath", "")
+            if not path:
+                causes.append(
+                    ("FieldValueRequired", f"{spot}.valueFrom.fieldRef.fieldPath", "Required value")
+                )
+            elif path not in _ENV_FIELD_PATHS and not _SUBSCRIPT.match(path):
+                supported = ", ".join(_quote(p) for p in _ENV_FIELD_PATHS)
+                causes.append(
+                    (
+                        "FieldValueNotSupported",
+                        f"{spot}.valueFrom.fieldRef.fieldPath",
+                        f"Unsupported value: {_quote(path)}: supported values: {supported}",
+                    )
+                )
+    for e, source in enumerate(container.get("envFrom") or []):
+        spot = f"{where}.envFrom[{e}]"
+        if not isinstance(source, dict):
+            continue
+        refs = [k for k in ("configMapRef", "secretRef") if source.get(k) is not None]
+        if len(refs) != 1:
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    spot,
+                    'Invalid value: "": must specify one of: `configMapRef` or `secretRef`',
+                )
+            )
+        for kind in refs:
+            if not (source.get(kind) or {}).get("name"):
+                causes.append(("FieldValueRequired", f"{spot}.{kind}.name", "Required value"))
     return causes
 
 

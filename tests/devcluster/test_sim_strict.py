@@ -1554,3 +1554,35 @@ async def test_kubectl_gets_gateway_api_objects(
     assert CLASS in out.stdout and "True" in out.stdout
     out = await asyncio.to_thread(kubectl, kubectl_env, "get", "gatewayclass")
     assert out.returncode == 0 and CONTROLLER in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"mounts": [{"name": "nope", "mountPath": "/etc/x"}]},
+            'spec.template.spec.containers[0].volumeMounts[0].name: Not found: "nope"',
+        ),
+        (
+            {"env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "status.phase"}}}]},
+            'Unsupported value: "status.phase"',
+        ),
+        (
+            {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s"}}}]},
+            "spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef.key: Required value",
+        ),
+        (
+            {"volumes": [{"name": "v", "configMap": {"name": "a"}}, {"name": "v", "emptyDir": {}}]},
+            'spec.template.spec.volumes[1].name: Duplicate value: "v"',
+        ),
+    ],
+)
+async def test_pod_template_references_are_validated(
+    apps: client.AppsV1Api, namespace: str, change: Obj, message: str
+) -> None:
+    with pytest.raises(client.ApiException) as info:
+        await apps.create_namespaced_deployment(
+            namespace, agent_deployment("proj-bad-api", **change)
+        )
+    assert info.value.status == 422
+    assert message in status_of(info.value)["message"]
