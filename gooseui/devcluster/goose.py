@@ -547,7 +547,6 @@ class AgentDatabases:
                 serverSelectionTimeoutMS=SERVER_SELECTION_MS,
                 connectTimeoutMS=SERVER_SELECTION_MS,
                 server_api=ServerApi("1"),  # as the real DatabaseManager sets it
-                appname="goose-api (simulated)",
             )
             self._clients[url] = client
         return client

@@ -33,7 +33,7 @@ from pymongo.errors import OperationFailure
 
 from gooseui.devcluster import AgentSettings, SimClusterThread
 from tests.conftest import FAST as CONSOLE_FAST
-from tests.conftest import MONGO_PASSWORD_MARKER, agent_mongo_url
+from tests.conftest import MONGO_PASSWORD_MARKER
 
 FAST = CONSOLE_FAST  # the same pod timings as the console's tests
 AGENT = AgentSettings(delta_delay=0.02, keepalive=0.3, tool_delay=0.02)
@@ -45,25 +45,23 @@ AGENT_ENV: dict[str, str] = {}
 
 @pytest.fixture(scope="session")
 async def agent_mongo(mongo_uri: str) -> str:
-    """The test MongoDB's URL with credentials, and the user they name.
+    """The test MongoDB's URL with a user and password in it, as an operator's carries.
 
-    The agent authenticates with whatever credentials its URL carries, as the real driver
-    does, and SecantusDB checks them: so the user exists (a real MongoDB under
-    GOOSEUI_TEST_MONGO_URI is used as given).
+    The agent authenticates with the credentials its URL carries, as the real driver does,
+    and SecantusDB checks them: so the user is created first. A real MongoDB under
+    GOOSEUI_TEST_MONGO_URI is used as given.
     """
-    url = agent_mongo_url(mongo_uri)
-    if url != mongo_uri:
-        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
-        try:
-            await mongo.admin.command(
-                "createUser", "goose", pwd=MONGO_PASSWORD_MARKER, roles=["root"]
-            )
-        except OperationFailure as exc:
-            if "already exists" not in str(exc):
-                raise
-        finally:
-            await mongo.close()
-    return url
+    if os.environ.get("GOOSEUI_TEST_MONGO_URI") or "@" in mongo_uri:
+        return mongo_uri
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
+    try:
+        await mongo.admin.command("createUser", "goose", pwd=MONGO_PASSWORD_MARKER, roles=["root"])
+    except OperationFailure as exc:
+        if "already exists" not in str(exc):
+            raise
+    finally:
+        await mongo.close()
+    return mongo_uri.replace("mongodb://", f"mongodb://goose:{MONGO_PASSWORD_MARKER}@", 1)
 
 
 @pytest.fixture(autouse=True)
