@@ -698,6 +698,20 @@ class Kubelet:
         spec = c.spec
         name = c.name
         tag = image_tag(spec.get("image", ""))
+        pod = self._pod(run)
+        missing = [
+            ref.get("name", "")
+            for ref in ((pod or {}).get("spec") or {}).get("imagePullSecrets") or []
+            if self.registry.find(SECRETS, run.namespace, ref.get("name", "")) is None
+        ]
+        if missing:
+            self._event(
+                run,
+                "Warning",
+                "FailedToRetrieveImagePullSecret",
+                f"Unable to retrieve some image pull secrets ({', '.join(missing)}); attempting "
+                "to pull the image may not succeed.",
+            )
         self._event(run, "Normal", "Pulling", f'Pulling image "{spec.get("image")}"', name)
         if await run.sleep(self.delays().pull):
             return
@@ -818,9 +832,21 @@ class Kubelet:
                 c.server = None
                 with contextlib.suppress(Exception):
                     await server.stop()
-                return exit_.code, exit_.reason or "Error", ""
+                reason = exit_.reason or "Error"
+                if exit_.code == 0 and reason == "Error":
+                    reason = "Completed"
+                return exit_.code, reason, self._termination_message(c, exit_.code, output)
         await self._readiness(run, c, tag)
         return None, "", ""
+
+    @staticmethod
+    def _termination_message(c: ContainerRun, code: int, output: ContainerLog) -> str:
+        """`terminationMessagePolicy: FallbackToLogsOnError`: the log's tail (80 lines,
+        2 KiB) when the container failed; the agent writes no termination-log file."""
+        if c.spec.get("terminationMessagePolicy") != "FallbackToLogsOnError" or code == 0:
+            return ""
+        text = "\n".join(line.text for line in list(output.lines)[-80:])
+        return text.encode()[-2048:].decode("utf-8", "ignore")
 
     async def _readiness(self, run: PodRun, c: ContainerRun, tag: str) -> None:
         """Probe until ready, mark the container ready, then run until the pod terminates."""

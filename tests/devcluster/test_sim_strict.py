@@ -66,6 +66,7 @@ def agent_deployment(
     mounts: list[Obj] | None = None,
     image: str = GOOSE_IMAGE,
     service_links: bool | None = None,
+    **container_fields: Any,
 ) -> Obj:
     """A Deployment shaped like the console's (one goose-api container, health probe)."""
     container: Obj = {
@@ -73,6 +74,7 @@ def agent_deployment(
         "image": image,
         "ports": [{"containerPort": 3001, "name": "http"}],
         "readinessProbe": {"httpGet": {"path": "/api/v1/health", "port": "http"}},
+        **container_fields,
     }
     if env is not None:
         container["env"] = env
@@ -1586,3 +1588,21 @@ async def test_pod_template_references_are_validated(
         )
     assert info.value.status == 422
     assert message in status_of(info.value)["message"]
+
+
+async def test_termination_message_falls_back_to_logs(
+    namespace: str, apply: Any, waits: Waits, agent_env: dict[str, str]
+) -> None:
+    incomplete = {k: v for k, v in agent_env.items() if k != "MONGODB_URL"}
+    await apply(
+        agent_deployment(
+            "proj-msg-api",
+            env=plain_env(incomplete),
+            terminationMessagePolicy="FallbackToLogsOnError",
+        )
+    )
+    pods = await waits.pods(
+        "proj-msg-api", lambda p: (container_status(p).get("lastState") or {}).get("terminated")
+    )
+    message = container_status(pods)["lastState"]["terminated"]["message"]
+    assert "MONGODB_URL" in message and len(message.encode()) <= 2048
