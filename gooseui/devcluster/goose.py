@@ -1250,7 +1250,10 @@ class GooseServer:
             ("GET", "/api/v1/agent/status", self._agent_status),
         ]
         for method, path, handler in routes:
-            app.router.add_route(method, path, handler)
+            if method == "GET":  # axum's `get` answers HEAD too
+                app.router.add_get(path, handler)
+            else:
+                app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=0.2
         )
