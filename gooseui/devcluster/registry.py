@@ -467,15 +467,53 @@ class Registry:
             self._prepare(res, old, new, ns, "status")
             return self._commit(res, old, new, dry_run), False
         body = {**body, "metadata": {**meta, "name": name}}
-        merged = ssa.server_side_apply(
-            old, body, manager, force, res.api_version, now_iso(), res.kind, res.group, name
-        )
+        now = now_iso()
+        try:
+            merged = ssa.server_side_apply(
+                old, body, manager, force, res.api_version, now, res.kind, res.group, name
+            )
+        except ApiError as err:
+            upgraded = self._upgrade_client_side_apply(res, old, err, manager, now, name)
+            merged = ssa.server_side_apply(
+                upgraded, body, manager, force, res.api_version, now, res.kind, res.group, name
+            )
         if old is None:
             self._prepare(res, None, merged, ns, "")
             self._admit_create(res, ns, merged)
             return self._commit(res, None, merged, dry_run), True
         self._prepare(res, old, merged, ns, "")
         return self._commit(res, old, merged, dry_run), False
+
+    @staticmethod
+    def _upgrade_client_side_apply(
+        res: Resource, old: Obj | None, err: ApiError, manager: str, now: str, name: str
+    ) -> Obj:
+        """The API server's lastAppliedManager: the first `kubectl apply --server-side` after
+        client-side applies takes over what `kubectl-client-side-apply` owns, by applying
+        the last-applied-configuration annotation first (else the defaulted atomic lists
+        of the live object would conflict with the applied ones)."""
+        causes = (err.details or {}).get("causes") or []
+        annotations = ((old or {}).get("metadata") or {}).get("annotations") or {}
+        last = annotations.get("kubectl.kubernetes.io/last-applied-configuration")
+        if (
+            err.code != 409
+            or manager != "kubectl"
+            or old is None
+            or not last
+            or not causes
+            or any('"kubectl-client-side-apply"' not in c.get("message", "") for c in causes)
+        ):
+            raise err
+        try:
+            applied = json.loads(last)
+        except ValueError:
+            raise err from None
+        if not isinstance(applied, dict):
+            raise err
+        applied["metadata"] = {**(applied.get("metadata") or {}), "name": name}
+        return ssa.server_side_apply(
+            old, applied, manager, True, res.api_version, now, res.kind, res.group, name
+        )
 
     # ---------------------------------------------------------------- scale
 

@@ -1556,6 +1556,16 @@ async def test_kubectl_gets_gateway_api_objects(
     assert CLASS in out.stdout and "True" in out.stdout
     out = await asyncio.to_thread(kubectl, kubectl_env, "get", "gatewayclass")
     assert out.returncode == 0 and CONTROLLER in out.stdout
+    # client-side, then server-side apply of a route with defaulted atomic lists: the first
+    # server-side apply takes over from kubectl-client-side-apply without conflicts
+    manifest = json.dumps(route("r", [{"name": "edge"}], ["a.example.com"]))
+    for flags in ((), ("--server-side",), ("--server-side",)):
+        out = await asyncio.to_thread(
+            kubectl, kubectl_env, "-n", namespace, "apply", *flags, "-f", "-", stdin=manifest
+        )
+        assert out.returncode == 0, out.stderr
+    found = await waits.custom_object("httproutes", "r", has_parents)
+    assert condition(found, "Accepted")["status"] == "True"
 
 
 @pytest.mark.parametrize(
