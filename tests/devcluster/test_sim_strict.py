@@ -1616,3 +1616,38 @@ async def test_termination_message_falls_back_to_logs(
     )
     message = container_status(pods)["lastState"]["terminated"]["message"]
     assert "MONGODB_URL" in message and len(message.encode()) <= 2048
+
+
+async def test_https_listener_needs_its_certificate_secret(
+    custom: client.CustomObjectsApi, core: client.CoreV1Api, namespace: str, waits: Waits
+) -> None:
+    https = {
+        "name": "https",
+        "protocol": "HTTPS",
+        "port": 443,
+        "tls": {"mode": "Terminate", "certificateRefs": [{"name": "edge-tls"}]},
+    }
+    await custom.create_namespaced_custom_object(
+        GW_GROUP, "v1", namespace, "gateways", gateway("tls", [https])
+    )
+
+    def listener(obj: Obj) -> dict[str, Obj]:
+        found = (obj.get("status") or {}).get("listeners") or [{}]
+        return {c["type"]: c for c in found[0].get("conditions") or []}
+
+    gw = await waits.custom_object("gateways", "tls", lambda o: bool(listener(o)))
+    refs = listener(gw)["ResolvedRefs"]
+    assert (refs["status"], refs["reason"]) == ("False", "InvalidCertificateRef")
+    assert condition(gw, "Programmed")["status"] == "False"
+    await core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "edge-tls"},
+            "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": "cert", "tls.key": "key"},
+        },
+    )
+    gw = await waits.custom_object(
+        "gateways", "tls", lambda o: condition(o, "Programmed")["status"] == "True"
+    )
+    assert listener(gw)["ResolvedRefs"]["status"] == "True"
