@@ -15,9 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
+import json
 import statistics
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -32,6 +35,26 @@ from gooseui.devcluster import Delays, SimClusterThread
 POLL_SECONDS = 3.0
 
 
+def step_times(log: Path) -> dict[str, list[float]]:
+    """Seconds each activation step took, from the console's `project.event` log lines."""
+    by_project: dict[str, list[tuple[datetime, str, str]]] = {}
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "project.event" and record.get("status") == "activating":
+            at = datetime.fromisoformat(record["time"])
+            by_project.setdefault(record["project_id"], []).append(
+                (at, record["step"], record.get("status", ""))
+            )
+    steps: dict[str, list[float]] = {}
+    for events in by_project.values():
+        for (at, step, _), (after, _, _) in itertools.pairwise(events):
+            steps.setdefault(step, []).append((after - at).total_seconds())
+    return steps
+
+
 def console_overheads(
     sim: SimClusterThread, n: int, delay: float, data: Path, mongo_uri: str
 ) -> list[float]:
@@ -40,6 +63,7 @@ def console_overheads(
     with (
         console(
             data / "console",
+            log=data / "console.log",
             KUBECONFIG=str(sim.kubeconfig_path),
             NAMESPACE_PREFIX="bench-",
             MONGO_URI=mongo_uri,
@@ -106,6 +130,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gooseui-bench-") as tmp:
         with database() as uri, SimClusterThread(Path(tmp) / "sim", delays=delays) as sim:
             console = console_overheads(sim, args.n, args.delay, Path(tmp), uri)
+            steps = step_times(Path(tmp) / "console.log")
             polling = asyncio.run(polling_overheads(sim, args.n, args.delay, uri))
     print(f"activation overhead beyond D = {args.delay:g} s, {args.n} activations each")
     print(f"{'':<34}{'p50 (ms)':>10}{'p95 (ms)':>10}{'mean (ms)':>11}")
@@ -117,6 +142,10 @@ def main() -> None:
             f"{label:<34}{pct(values, 0.5) * 1000:>10.0f}{pct(values, 0.95) * 1000:>10.0f}"
             f"{statistics.mean(values) * 1000:>11.0f}"
         )
+    print(
+        "console steps (p50 ms): "
+        + ", ".join(f"{step} {pct(values, 0.5) * 1000:.1f}" for step, values in steps.items())
+    )
     ratio = pct(polling, 0.5) / max(pct(console, 0.5), 1e-3)
     print(
         f"console p50 overhead is {ratio:.0f}x lower than the polling baseline "
