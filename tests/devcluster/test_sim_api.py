@@ -280,7 +280,9 @@ async def test_too_old_resource_version_is_410(
     assert "Expired" in info.value.reason
 
 
-async def test_patch_flavours(kube: Any, namespace: str, project: Any) -> None:
+async def test_patch_flavours(
+    kube: Any, namespace: str, project: Any, agent_env: dict[str, str]
+) -> None:
     await project("proj-patch-api", wait=False, replicas=0)
     name = "proj-patch-api"
     # strategic merge: containers merge by name, env by name
@@ -301,7 +303,8 @@ async def test_patch_flavours(kube: Any, namespace: str, project: Any) -> None:
     )
     container = patched.spec.template.spec.containers[0]
     assert container.image == "goose-api:latest"
-    assert [e.name for e in container.env] == ["USER_ID", "PROJECT_ID", "EXTRA"]
+    # a strategic merge adds to the list (keyed by name): what the manifest had, then EXTRA
+    assert [e.name for e in container.env] == ["USER_ID", "PROJECT_ID", *agent_env, "EXTRA"]
     assert patched.metadata.generation == 2
     # JSON merge patch replaces lists
     merged = await kube.apps.patch_namespaced_deployment(

@@ -181,15 +181,24 @@ def test_describe_events_and_nodes(
     nodes = kubectl(kubectl_env, "get", "nodes").stdout
     assert "Ready" in nodes
     logs = kubectl(kubectl_env, "logs", "-n", kns, f"deployment/{name}").stdout
-    assert "GET /api/v1/health 200" in logs
+    # the readiness probe's health calls, as the real agent logs them
+    assert "Checking MongoDB health" in logs
 
 
-def test_imperative_create_commands(kubectl_env: dict[str, str], kns: str) -> None:
+def test_imperative_create_commands(
+    kubectl_env: dict[str, str], kns: str, agent_env: dict[str, str]
+) -> None:
     """`kubectl create deployment|service` send protobuf bodies; the simulator reads them."""
+    kubectl(
+        kubectl_env, "create", "secret", "generic", "agent-env", "-n", kns,
+        *(f"--from-literal={key}={value}" for key, value in agent_env.items()),
+    )  # fmt: skip
     kubectl(
         kubectl_env, "create", "deployment", "web", "-n", kns, "--image=goose-api:latest",
         "--port=3001", "--replicas=2",
     )  # fmt: skip
+    # without its environment the agent exits at once; `set env --from` gives it the Secret
+    kubectl(kubectl_env, "set", "env", "-n", kns, "deployment/web", "--from=secret/agent-env")
     kubectl(kubectl_env, "create", "service", "clusterip", "web", "-n", kns, "--tcp=3001:3001")
     kubectl(
         kubectl_env,
