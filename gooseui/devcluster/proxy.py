@@ -17,6 +17,7 @@ dial timeout (30 s) ends with 503 `dial tcp <podIP>:<port>: i/o timeout`.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -209,7 +210,8 @@ class ServiceProxy:
                 request.method,
                 url,
                 params=request.rel_url.query,
-                data=body or None,
+                # a file-like payload: aiohttp warns (an error under tests) on large raw bytes
+                data=io.BytesIO(body) if body else None,
                 headers=headers,
                 allow_redirects=False,
                 auto_decompress=False,
