@@ -255,8 +255,9 @@ class SimCluster:
         healthy: bool,
         on_log: Callable[[str], None],
         files: dict[str, str] | None = None,
+        argv: list[str] | None = None,
     ) -> GooseServer:
-        launch = Launch(pod["metadata"]["name"], project, env, files or {}, on_log)
+        launch = Launch(pod["metadata"]["name"], project, env, files or {}, on_log, argv or [])
         self._launches.append(launch)
         return GooseServer(
             launch, self.agent_databases, lambda: self.agent, self.faults, self.agent_log, healthy

@@ -107,7 +107,7 @@ from pymongo.server_api import ServerApi
 from pymongo.uri_parser import parse_uri
 
 from .faults import Faults, StreamBehaviour
-from .process import AgentExit, Launch
+from .process import IMAGE_BINARIES, IMAGE_PATH, AgentExit, Launch
 from .settings import AgentSettings
 
 log = logging.getLogger(__name__)
@@ -336,6 +336,93 @@ class _Trace:
         """Lines written outside tracing (Rust's `Error: …` report on stderr)."""
         for line in text.split("\n"):
             self._emit(line)
+
+
+# `goose api-server` without --host/--port: the same defaults as the fork's `web` command
+# (its clap definitions of api-server are not in the stored source; the image's ENTRYPOINT
+# passes both, which suggests the defaults do not suit a pod)
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 3000
+_OPTIONS = ("--port", "--host", "--database-url")
+_USAGE = "\n\nUsage: goose api-server [OPTIONS]\n\nFor more information, try '--help'."
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """Where the process listens, from its arguments."""
+
+    host: str
+    port: int
+
+    @property
+    def loopback_only(self) -> bool:
+        """Bound to loopback inside the pod: nothing outside the container reaches it."""
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+
+def parse_command_line(argv: list[str]) -> CommandLine:
+    """The container's command line as the runtime, then clap, would take it.
+
+    An executable the image does not have fails before the process exists (containerd's
+    StartError, exit 128); arguments clap refuses exit 2 with clap's message.
+    """
+    program, *rest = argv
+    candidates = [program] if "/" in program else [f"{d}/{program}" for d in IMAGE_PATH]
+    if not any(path in IMAGE_BINARIES for path in candidates):
+        why = (
+            f"stat {program}: no such file or directory"
+            if "/" in program
+            else "executable file not found in $PATH"
+        )
+        raise AgentExit(
+            128,
+            "StartError",
+            "failed to create containerd task: failed to create shim task: OCI runtime create "
+            "failed: runc create failed: unable to start container process: error during "
+            f'container init: exec: "{program}": {why}: unknown',
+        )
+    if not rest or rest[0] != "api-server":
+        found = rest[0] if rest else ""
+        raise _ClapError(f"error: unrecognized subcommand '{found}'" if found else "")
+    values: dict[str, str] = {}
+    args = rest[1:]
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        name, eq, inline = arg.partition("=")
+        if name not in _OPTIONS:
+            raise _ClapError(f"error: unexpected argument '{arg}' found")
+        label = f"{name} <{name[2:].upper().replace('-', '_')}>"
+        if name in values:
+            raise _ClapError(f"error: the argument '{label}' cannot be used multiple times")
+        if eq:
+            value = inline
+        elif index + 1 < len(args):
+            index += 1
+            value = args[index]
+        else:
+            raise _ClapError(f"error: a value is required for '{label}' but none was supplied")
+        values[name] = value
+        index += 1
+    port_text = values.get("--port", str(DEFAULT_PORT))
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise _ClapError(
+            f"error: invalid value '{port_text}' for '--port <PORT>': "
+            + (
+                "invalid digit found in string"
+                if not port_text.isdigit()
+                else f"{port_text} is not in 0..=65535"
+            )
+        )
+    return CommandLine(values.get("--host", DEFAULT_HOST), int(port_text))
+
+
+class _ClapError(Exception):
+    """clap refused the arguments: it prints to stderr and exits 2."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class _StartFailure(Exception):
@@ -1208,7 +1295,9 @@ class GooseServer:
         self.db: SessionDatabase | None = None
         self.provider = ""
         self.model = ""
-        self.port = 0
+        self.port = 0  # the loopback port the simulator serves it on
+        # where the process believes it listens (its --host/--port); None: as the pod declares
+        self.command_line: CommandLine | None = None
         self.started_at = 0.0
         self.processed = 0
         self.statuses: dict[str, dict[str, Any]] = {}
@@ -1218,8 +1307,28 @@ class GooseServer:
 
     # ------------------------------------------------------------------ start-up
 
+    def reachable_at(self, port: int | None) -> bool:
+        """Whether a connection from outside the container to `port` reaches this process.
+
+        The simulator serves every agent on a loopback port of its own; this says whether
+        the pod's port is the one the process listens on, on an address others can reach.
+        """
+        listening = self.command_line
+        if listening is None or port is None:
+            return True
+        return listening.port == port and not listening.loopback_only
+
     async def start(self, host: str = "127.0.0.1") -> int:
         """Start as the real process does; raises `AgentExit` where it would exit."""
+        if self.launch.argv:
+            try:
+                self.command_line = parse_command_line(self.launch.argv)
+            except _ClapError as refused:
+                # clap's usage error (or, with no subcommand, its help) goes to stderr
+                self.trace.plain(
+                    (refused.message + _USAGE) if refused.message else "Usage: goose [COMMAND]"
+                )
+                raise AgentExit(2) from None
         try:
             await self._initialise()
         except _StartFailure as failure:
@@ -1261,7 +1370,10 @@ class GooseServer:
         site = web.TCPSite(self._runner, host, 0)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        self._log_ready(f"{host}:{self.port}")
+        listening = self.command_line
+        self._log_ready(
+            f"{listening.host}:{listening.port}" if listening else f"{host}:{self.port}"
+        )
         return self.port
 
     async def _initialise(self) -> None:

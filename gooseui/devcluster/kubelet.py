@@ -34,7 +34,7 @@ from .errors import bad_request
 from .events import NODE_NAME, EventRecorder
 from .goose import GooseServer
 from .logs import ContainerLog, waiting_error
-from .process import AgentExit
+from .process import AgentExit, container_argv
 from .registry import Registry
 from .resources import CONFIGMAPS, DEPLOYMENTS, NODES, PODS, REPLICASETS, SECRETS
 from .settings import Delays
@@ -59,7 +59,18 @@ class ServerFactory(Protocol):
         healthy: bool,
         on_log: Callable[[str], None],
         files: dict[str, str] | None = None,
+        argv: list[str] | None = None,
     ) -> GooseServer: ...
+
+
+def _probe_port(container: Obj, port: object) -> int | None:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
+        return int(port)
+    for declared in container.get("ports") or []:
+        if declared.get("name") == port:
+            return int(declared["containerPort"])
+    return None
 
 
 def image_tag(image: str) -> str:
@@ -356,11 +367,13 @@ class Kubelet:
         if run is not None and meta.get("deletionTimestamp"):
             run.terminate.set()
 
-    def endpoint(self, namespace: str, pod: str) -> int | None:
-        """The loopback port of a pod's Goose server, if it is serving."""
+    def endpoint(self, namespace: str, pod: str, port: int | None = None) -> int | None:
+        """The loopback port of a pod's Goose server, if it serves on the pod's `port`."""
         run = self._by_name.get((namespace, pod))
         server = run.server if run is not None else None
-        return (server.port or None) if server is not None else None
+        if server is None or not server.reachable_at(port):
+            return None
+        return server.port or None
 
     def container_log(self, pod: Obj, container: str, previous: bool) -> ContainerLog | None:
         """The log a request for `container` reads, chosen from the pod's status as the
@@ -822,8 +835,18 @@ class Kubelet:
                 return None, "", ""
             return (137, "OOMKilled", "") if tag == "oom" else (1, "Error", "")
         if c.agent:
+            argv = container_argv(
+                [podenv.expand(str(a), env) for a in c.spec.get("command") or []],
+                [podenv.expand(str(a), env) for a in c.spec.get("args") or []],
+            )
             server = self.make_server(
-                pod, self._project(pod), env, tag != "never-ready", output.write, files=files
+                pod,
+                self._project(pod),
+                env,
+                tag != "never-ready",
+                output.write,
+                files=files,
+                argv=argv,
             )
             c.server = server
             try:
@@ -835,7 +858,9 @@ class Kubelet:
                 reason = exit_.reason or "Error"
                 if exit_.code == 0 and reason == "Error":
                     reason = "Completed"
-                return exit_.code, reason, self._termination_message(c, exit_.code, output)
+                # a process that never started has the runtime's words, not a log
+                message = exit_.message or self._termination_message(c, exit_.code, output)
+                return exit_.code, reason, message
         await self._readiness(run, c, tag)
         return None, "", ""
 
@@ -876,6 +901,8 @@ class Kubelet:
         get = (probe or {}).get("httpGet")
         if not get or c.server is None:
             return True
+        if not c.server.reachable_at(_probe_port(c.spec, get.get("port"))):
+            return False  # connection refused: nothing listens there
         path = get.get("path", "/")
         try:
             timeout = aiohttp.ClientTimeout(total=float((probe or {}).get("timeoutSeconds", 1)))

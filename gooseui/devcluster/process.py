@@ -33,3 +33,22 @@ class Launch:
     env: dict[str, str]  # the resolved environment, as the process sees it
     files: dict[str, str] = field(default_factory=dict)  # mounted path -> content
     on_log: Callable[[str], None] = lambda _line: None  # one line of container output
+    # the process's command line as a container runtime builds it: the image's ENTRYPOINT
+    # and CMD, replaced by the container's `command` / `args` ($(VAR) expanded); empty when
+    # a caller does not know it (the agent then listens where the pod declares)
+    argv: list[str] = field(default_factory=list)
+
+
+# The simulated image is the Goose API image: its Dockerfile ends with
+# ENTRYPOINT ["/usr/local/bin/goose", "api-server", "--port", "3001", "--host", "0.0.0.0"]
+IMAGE_ENTRYPOINT = ("/usr/local/bin/goose", "api-server", "--port", "3001", "--host", "0.0.0.0")
+IMAGE_CMD: tuple[str, ...] = ()
+IMAGE_PATH = ("/usr/local/bin", "/usr/local/sbin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+IMAGE_BINARIES = {"/usr/local/bin/goose"}  # what the image has that can be executed
+
+
+def container_argv(command: list[str] | None, args: list[str] | None) -> list[str]:
+    """Kubernetes' rule: `command` replaces ENTRYPOINT (and drops CMD), `args` replaces CMD."""
+    if command:
+        return [*command, *(args or [])]
+    return [*IMAGE_ENTRYPOINT, *(args if args else IMAGE_CMD)]

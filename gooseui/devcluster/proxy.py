@@ -79,7 +79,7 @@ class ServiceProxy:
     def __init__(
         self,
         registry: Registry,
-        endpoint: Callable[[str, str], int | None],
+        endpoint: Callable[[str, str, int | None], int | None],
         http: Callable[[], aiohttp.ClientSession],
         source: Callable[[], netpol.TrafficSource] | None = None,
         dial_timeout: Callable[[], float] | None = None,
@@ -142,7 +142,7 @@ class ServiceProxy:
                 )
             )
         pod_name = pod["metadata"]["name"]
-        local = self.endpoint(namespace, pod_name)
+        local = self.endpoint(namespace, pod_name, target if isinstance(target, int) else None)
         ip = (pod.get("status") or {}).get("podIP", "10.244.0.1")
         declared = {
             p.get("containerPort")
