@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from gooseui.cluster import manifests
-from gooseui.cluster.agentenv import AgentEnvSource, AgentMisconfigured
+from gooseui.cluster.agentenv import AgentEnvSource, AgentMisconfigured, redact
 from gooseui.cluster.client import ClusterUnavailable, KubeError
 from gooseui.cluster.endpoints import candidates
 from gooseui.cluster.environment import Environments
@@ -252,11 +252,13 @@ class Lifecycle:
             self.publish(project, Status.ACTIVATING, verdict.step, verdict.progress)
 
         applied = False
+        secrets: dict[str, str] = {}
         try:
             async with asyncio.timeout(timeout):
                 agent = await step(
                     "agent", "Checking the agent's environment", self._agent_environment()
                 )
+                secrets = agent.values
                 namespace = envs.namespace(uid)
                 await step(
                     "namespace", f"Preparing namespace {namespace}", envs.ensure_namespace(uid)
@@ -294,6 +296,8 @@ class Lifecycle:
             failure = classify(exc)
             if failure.reason == "InternalError":
                 logger.exception("activation failed unexpectedly")
+            # a crashed agent's last words can quote its MongoDB URL or provider key
+            failure = Failure(failure.reason, redact(failure.message, secrets))
             await self._rollback(project, failure, applied)
             raise failure.to_error() from None
         doc = await self.store.compare_and_set(

@@ -527,3 +527,32 @@ async def test_a_route_to_a_gateway_nobody_serves_is_named(
         body = response.json()
         assert (response.status_code, body["code"]) == (502, "RouteNotAccepted"), body
         assert "No controller of the Gateway nowhere/missing" in body["detail"]
+
+
+async def test_a_crashing_agent_says_why_without_its_secrets(
+    console_env: dict[str, str],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # a MongoDB that does not answer: the agent exits before it opens its port
+    unreachable = (
+        f"mongodb://goose:{MONGO_PASSWORD_MARKER}@127.0.0.1:9/?serverSelectionTimeoutMS=200"
+    )
+    env_file = write_agent_env(tmp_path / "bad.env", "unused")
+    env_file.write_text(
+        env_file.read_text().replace(
+            next(line for line in env_file.read_text().splitlines() if "MONGODB_URL" in line),
+            f"MONGODB_URL={unreachable}",
+        )
+    )
+    monkeypatch.setenv("GOOSEUI_GOOSE_ENV_FILE", str(env_file))
+    async with console(request) as client:
+        project = await new_project(client)
+        response = await client.post(url(project, "activate"))
+        body = response.json()
+        assert (response.status_code, body["code"]) == (502, "CrashLoop"), body
+        assert "Failed to initialize MongoDB connection" in body["detail"]
+        assert MONGO_PASSWORD_MARKER not in body["detail"]
+        stored = (await client.get(url(project))).json()
+        assert MONGO_PASSWORD_MARKER not in stored["status_message"]

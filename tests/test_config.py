@@ -174,3 +174,21 @@ def test_dotenv_parsing() -> None:
     }
     with pytest.raises(ValueError, match="line 2"):
         parse_dotenv("A=1\nnot a pair\n")
+
+
+def test_redaction_of_agent_secrets() -> None:
+    from gooseui.cluster.agentenv import redact
+
+    values = {
+        "MONGODB_URL": "mongodb://goose:s3cr3t-pw@db.example:27017/?authSource=admin",
+        "OPENAI_API_KEY": "sk-live-123456",
+        "GOOSE_MODEL": "gpt-4o",
+    }
+    text = (
+        "Connecting to MongoDB: mongodb://goose:s3cr3t-pw@db.example:27017/?authSource=admin; "
+        "OPENAI_API_KEY: sk-live-123456; other mongodb://u:p@h/; model gpt-4o"
+    )
+    shown = redact(text, values)
+    assert "s3cr3t-pw" not in shown and "sk-live-123456" not in shown and ":p@" not in shown
+    assert "mongodb://goose:***@db.example:27017" in shown  # where it went stays readable
+    assert "model gpt-4o" in shown

@@ -30,6 +30,27 @@ DEFAULTS = {"GOOSE_MODE": "auto"}
 DEMO_PROVIDER = {"GOOSE_PROVIDER": "simulated", "GOOSE_MODEL": "simulated-agent"}
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s/]*@")
+
+
+def mask_url(text: str) -> str:
+    """Every `scheme://user:password@` in `text` with the password masked."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def redact(text: str, values: dict[str, str]) -> str:
+    """`text` without the secrets of an agent environment (for what the operator is shown).
+
+    Values of secret-looking keys are masked wherever they appear, and passwords in URLs
+    (the agent logs its whole MONGODB_URL); plain settings such as the model stay readable.
+    """
+    for key, value in values.items():
+        if len(value) >= 4 and _SECRET_NAME.search(key) and value in text:
+            text = text.replace(value, "***")
+    return mask_url(text)
+
+
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 

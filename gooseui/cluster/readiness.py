@@ -123,11 +123,13 @@ def pod_failure(pod: Obj, unschedulable_is_failure: bool) -> Verdict | None:
                 if last_reason == "OOMKilled"
                 else ""
             )
+            said = last_words(last.get("message") or "")
             return Verdict(
                 reason="CrashLoop",
                 message=(
                     f"The agent container keeps crashing ({bits or 'no exit status'}); "
                     f"restarted {restarts} time{'s' if restarts != 1 else ''}.{hint}"
+                    + (f" Its last words: {said}" if said else "")
                 ),
             )
         if why in CONFIG_ERRORS:
@@ -138,6 +140,32 @@ def pod_failure(pod: Obj, unschedulable_is_failure: bool) -> Verdict | None:
                 ),
             )
     return None
+
+
+def last_words(text: str, lines: int = 6, limit: int = 600) -> str:
+    """The end of a termination message (the agent's last log lines), on one line.
+
+    Log lines carry timestamps and levels; the operator needs what was said, from the
+    process's final `Error:` report when there is one, each line cut short. The caller must
+    redact secrets: an agent logs its MongoDB URL and provider key.
+    """
+    kept = []
+    for line in text.strip().splitlines():
+        line = line.strip()
+        if not line or line == "Caused by:":
+            continue
+        # `2026-…Z  INFO target: message` -> `message`
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[0][:4].isdigit() and parts[1] in LOG_LEVELS:
+            line = parts[2].split(": ", 1)[-1]
+        kept.append(line if len(line) <= 160 else line[:159] + "…")
+    report = max((i for i, line in enumerate(kept) if line.startswith("Error: ")), default=None)
+    kept = kept[report : report + lines] if report is not None else kept[-lines:]
+    said = " | ".join(kept)
+    return said if len(said) <= limit else said[: limit - 1] + "…"
+
+
+LOG_LEVELS = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR"}
 
 
 def _pod_ready(pod: Obj) -> bool:
