@@ -109,11 +109,16 @@ crash, backoff, backoff_max, probe_period, namespace_finalize; proxy_dial_timeou
 ``delays_from_env()`` / ``agent_from_env()`` from ``GOOSEUI_SIM_DELAY_<FIELD>`` /
 ``GOOSEUI_SIM_AGENT_<FIELD>`` (seconds; e.g. ``GOOSEUI_SIM_DELAY_PULL=2``).
 
-The simulated agent (DESIGN section 6) answers ``/api/v1/health``, sessions and
-messages; a reply streams at least 10 deltas ``delta_delay`` apart, a tool call when
-the message mentions "tool", an ``error`` then ``complete`` when it contains
-"simulate-error". Sessions are kept per project (namespace, deployment) and survive
-pod restarts.
+The simulated agent (``goose.py``; GOOSE_API.md) is as strict as the real ``goose
+api-server``: it runs the container's command line (the image's ENTRYPOINT ``goose api-server
+--port 3001 --host 0.0.0.0`` unless ``command`` replaces it; clap's refusals exit 2, a
+missing executable is StartError 128, and it is reachable only on the port and address it
+listens on), exits 1 without ``GOOSE_PROVIDER``/``GOOSE_MODEL``/``MONGODB_URL`` or when
+its MongoDB does not answer, keeps sessions and messages in ``MONGODB_URL`` /
+``MONGODB_DATABASE`` (so they outlive pods and are shared by agents of one database),
+answers an unknown session with 200 and one ``error`` event, and logs its secrets as the
+real one does. Its replies stream at least 10 deltas ``delta_delay`` apart, a tool call
+when the message mentions "tool", an ``error`` then ``complete`` on "simulate-error".
 
 Standalone: ``python -m gooseui.devcluster --port P --data-dir D [--proxy-source S]``
 prints the URL and kubeconfig path and serves until interrupted.

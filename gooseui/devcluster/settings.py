@@ -45,7 +45,7 @@ class AgentSettings:
 
     delta_delay: float = 0.03  # pause between reply deltas (0 for benchmarks)
     reply_deltas: int | None = None  # None: the natural reply (>= 10 deltas); N: exactly N deltas
-    keepalive: float = 2.0  # seconds between `: ping` comments on an open stream
+    keepalive: float = 2.0  # seconds of silence before an empty `:` comment (real: 15)
     tool_delay: float = 0.05  # pause between tool_request and tool_response
 
 
