@@ -261,12 +261,11 @@ class Reply:
                 failure = (exc.code, exc.detail)
                 ended = True
             else:
-                yield sse({"type": "session", "content": {"session_id": self.session_id}})
                 if error is not None:
                     failure = _stream_failure(error)
-                out = self._complete_events(first)
-                if out:
-                    yield out
+                # the session and the agent's first events in one write
+                session = sse({"type": "session", "content": {"session_id": self.session_id}})
+                yield session + self._complete_events(first)
             while not ended:
                 try:
                     data, ended, error = await self._batch()

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
 from nicegui import core
 from nicegui.testing import User
 from nicegui.testing.general import nicegui_reset_globals
@@ -96,6 +98,17 @@ def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+async def kube(sim_cluster: SimClusterThread) -> AsyncIterator[k8s.ApiClient]:
+    """An independent view of the cluster: kubernetes-asyncio on the simulator's kubeconfig."""
+    configuration = k8s.Configuration()
+    await k8s_config.load_kube_config(
+        config_file=str(sim_cluster.kubeconfig_path), client_configuration=configuration
+    )
+    async with k8s.ApiClient(configuration) as api:
+        yield api
 
 
 @pytest.fixture

@@ -16,14 +16,12 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
 
 from gooseui.devcluster import SimClusterThread
 from gooseui.devcluster.gateway import GATEWAY_CLASS
@@ -35,16 +33,7 @@ from tests.conftest import (
     live_console,
     write_agent_env,
 )
-
-
-@pytest.fixture(scope="session")
-async def kube(sim_cluster: SimClusterThread) -> AsyncIterator[k8s.ApiClient]:
-    configuration = k8s.Configuration()
-    await k8s_config.load_kube_config(
-        config_file=str(sim_cluster.kubeconfig_path), client_configuration=configuration
-    )
-    async with k8s.ApiClient(configuration) as api:
-        yield api
+from tests.test_lifecycle import new_project, url
 
 
 async def raw(
@@ -82,17 +71,6 @@ async def agent_call(
         verify=context, headers={"Authorization": f"Bearer {sim.token}"}, timeout=10
     ) as http:
         return await http.request(method, base + path)
-
-
-async def new_project(client: httpx.AsyncClient, name: str = "Agent", user: str = "alice") -> dict:
-    response = await client.post(f"/users/{user}/projects", json={"name": name})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def url(project: dict[str, Any], action: str = "") -> str:
-    base = f"/users/{project['user_id']}/projects/{project['project_id']}"
-    return f"{base}/{action}" if action else base
 
 
 async def reply(http: httpx.AsyncClient, project: dict[str, Any], message: str) -> list[dict]:

@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
 
 from gooseui.devcluster import SimClusterThread
 from tests.conftest import console, live_console
-
-
-@pytest.fixture(scope="session")
-async def kube(sim_cluster: SimClusterThread) -> AsyncIterator[k8s.ApiClient]:
-    """An independent view of the cluster: kubernetes-asyncio on the simulator's kubeconfig."""
-    configuration = k8s.Configuration()
-    await k8s_config.load_kube_config(
-        config_file=str(sim_cluster.kubeconfig_path), client_configuration=configuration
-    )
-    async with k8s.ApiClient(configuration) as api:
-        yield api
 
 
 async def deployment(kube: k8s.ApiClient, project: dict[str, Any]) -> dict[str, Any] | None:
