@@ -292,8 +292,16 @@ class DeploymentController:
         recreate = (spec.get("strategy") or {}).get("type") == "Recreate"
 
         if scaling_event and new_rs is not None:
-            # Proportional scaling is not modelled: the new ReplicaSet takes the count.
-            new_rs = self._scale_rs(dep, new_rs, desired)
+            # The controller's `scale`: the one active ReplicaSet (or, with none active, the
+            # newest) takes the new count, whichever template it has; a scale to 0 after a
+            # template change therefore stops the old pods. Proportional scaling across
+            # several active ReplicaSets is not modelled: the new one takes the count.
+            active = [rs for rs in rss if int(rs["spec"].get("replicas", 0)) > 0]
+            target = active[0] if len(active) == 1 else new_rs
+            if target is new_rs:
+                new_rs = self._scale_rs(dep, new_rs, desired)
+            else:
+                self._scale_rs(dep, target, desired)
         elif recreate:
             for rs in old_rss:
                 if int(rs["spec"].get("replicas", 0)) > 0:

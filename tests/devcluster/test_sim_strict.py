@@ -26,6 +26,7 @@ from kubernetes_asyncio import client, watch
 
 from gooseui.devcluster import SimClusterThread
 from gooseui.devcluster.netpol import TrafficSource, admits, source_from
+from tests.devcluster.conftest import deployment_manifest
 
 TIMEOUT = (5, 30)
 GOOSE_IMAGE = "goose-api:latest"
@@ -1661,3 +1662,20 @@ async def test_https_listener_needs_its_certificate_secret(
         "gateways", "tls", lambda o: condition(o, "Programmed")["status"] == "True"
     )
     assert listener(gw)["ResolvedRefs"]["status"] == "True"
+
+
+async def test_scale_to_zero_after_a_template_change_stops_the_old_pods(
+    kube: Any, namespace: str, agent_env: dict[str, str]
+) -> None:
+    """kube-controller-manager's `scale`: the one active ReplicaSet takes the new count,
+    even when the template changed with it (a Recreate Deployment scaled to 0)."""
+    name = "proj-flap-api"
+    selector = f"app.kubernetes.io/instance={name}"
+    first = deployment_manifest(name, env=agent_env)
+    await kube.apply_deployment(namespace, first)
+    await kube.wait_ready(namespace, name)
+    changed = deployment_manifest(name, replicas=0, env={**agent_env, "EXTRA": "1"})
+    await kube.apply_deployment(namespace, changed)
+    await kube.wait_pods(namespace, selector, lambda pods: not pods)
+    replicasets = await kube.apps.list_namespaced_replica_set(namespace, label_selector=selector)
+    assert sorted(rs.spec.replicas for rs in replicasets.items) == [0, 0]
