@@ -1671,10 +1671,14 @@ async def test_scale_to_zero_after_a_template_change_stops_the_old_pods(
     even when the template changed with it (a Recreate Deployment scaled to 0)."""
     name = "proj-flap-api"
     selector = f"app.kubernetes.io/instance={name}"
-    first = deployment_manifest(name, env=agent_env)
-    await kube.apply_deployment(namespace, first)
-    await kube.wait_ready(namespace, name)
-    changed = deployment_manifest(name, replicas=0, env={**agent_env, "EXTRA": "1"})
+    # the console's sequence for an agent that crashes: activate (template A at 1), roll
+    # back (B at 0), retry (A at 1), roll back (B at 0): B's ReplicaSet exists the 2nd time
+    first = deployment_manifest(name, image="goose-api:crash", env=agent_env)
+    changed = deployment_manifest(name, image="goose-api:crash", replicas=0, env=agent_env)
+    changed["spec"]["template"]["metadata"]["annotations"] = {"changed": "yes"}
+    for body in (first, changed, first):
+        await kube.apply_deployment(namespace, body)
+        await kube.wait_pods(namespace, selector, lambda pods, b=body: bool(pods) == (b is first))
     await kube.apply_deployment(namespace, changed)
     await kube.wait_pods(namespace, selector, lambda pods: not pods)
     replicasets = await kube.apps.list_namespaced_replica_set(namespace, label_selector=selector)
