@@ -179,12 +179,21 @@ async def test_environment_from_a_secret_reaches_the_pod_and_follows_changes(
         assert values["GOOSE_MODEL"] == "model-one"
         assert values["GOOSE_MODE"] == "auto"  # an approval mode would hang every tool call
         assert copy["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gooseui"
-        _, dep = await raw(
-            kube,
-            "GET",
-            f"/apis/apps/v1/namespaces/{ns}/deployments/proj-{project['project_id']}-api",
+        deployment_path = (
+            f"/apis/apps/v1/namespaces/{ns}/deployments/proj-{project['project_id']}-api"
         )
+        _, dep = await raw(kube, "GET", deployment_path)
         first = dep["spec"]["template"]["metadata"]["annotations"]["gooseui.io/agent-env-checksum"]
+
+        # a deactivation only scales: the same template, no new ReplicaSet
+        assert (await client.post(url(project, "deactivate"))).status_code == 200
+        _, dep = await raw(kube, "GET", deployment_path)
+        kept = dep["spec"]["template"]["metadata"]["annotations"]
+        assert kept["gooseui.io/agent-env-checksum"] == first
+        assert dep["spec"]["replicas"] == 0
+        _, replicasets = await raw(kube, "GET", f"/apis/apps/v1/namespaces/{ns}/replicasets")
+        assert len(replicasets["items"]) == 1
+        assert (await client.post(url(project, "activate"))).status_code == 200
 
         # the operator changes the source: the next activation carries it to a new pod
         changed = secret("model-two")

@@ -215,6 +215,7 @@ async def test_classified_image_failures(
         assert (await client.post(url(project, "activate"))).status_code == 502
         cleared = await client.post(url(project, "deactivate"))
         assert cleared.json()["status"] == "inactive" and cleared.json()["status_reason"] is None
+        assert cleared.json()["status_message"] is None  # its pod stopped: nothing lingers
         assert (await client.delete(url(project))).status_code == 204
 
 

@@ -140,8 +140,24 @@ class Environments:
             await self.kube.apply(obj)
 
     async def scale(self, user_id: str, project_id: str, replicas: int) -> None:
-        """Scale by applying the Deployment with the new count (no fight over ownership)."""
-        deployment = manifests.render_project(self.settings, user_id, project_id, replicas)[0]
+        """Scale by applying the Deployment with the new count (no fight over ownership).
+
+        The pod template keeps the agent environment's checksum it has, so that a scale is
+        only a scale: no new ReplicaSet, no rollout. A Deployment that is not there needs no
+        scaling to 0, and is not created for it.
+        """
+        namespace = self.namespace(user_id)
+        name = manifests.object_name(project_id)
+        current = await self.kube.get(path_for("Deployment", namespace, name))
+        if current is None and replicas == 0:
+            return
+        annotations = (
+            (((current or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}
+        ).get("annotations") or {}
+        checksum = annotations.get(manifests.CHECKSUM_ANNOTATION)
+        deployment = manifests.render_project(
+            self.settings, user_id, project_id, replicas, checksum
+        )[0]
         await self.kube.apply(deployment)
 
     # wait ------------------------------------------------------------------------------

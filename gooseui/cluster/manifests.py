@@ -50,6 +50,7 @@ CONFIG_MAP_NAME = "gooseui-goose-config"
 # HOME is /tmp in the pod (the root filesystem is read-only); the agent reads its config here
 CONFIG_PATH = "/tmp/.config/goose/config.yaml"
 ANNOTATION_SOURCE = "gooseui.io/source"
+CHECKSUM_ANNOTATION = "gooseui.io/agent-env-checksum"
 
 # A Deployment reports ProgressDeadlineExceeded after this long without progress; shorter
 # than this the controller gives up on a slow but healthy image pull.
