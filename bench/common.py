@@ -68,18 +68,15 @@ def console(
     are dropped so that the bench measures defaults.
     """
     if "KUBECONFIG" in env and "GOOSEUI_GOOSE_ENV_FILE" not in env:
-        # a console that activates needs an environment for its agents, and a database
-        # that both it and they reach
-        with database() as uri:
+        # a console that activates needs an environment for its agents, with a database of
+        # their own: SecantusDB answers one operation at a time, and the agents' session
+        # writes would otherwise queue the console's reads behind them (the console keeps
+        # its embedded database)
+        with database() as agents:
             data_dir.mkdir(parents=True, exist_ok=True)
-            env_file = agent_env(data_dir / "agent.env", uri)
+            env_file = agent_env(data_dir / "agent.env", agents)
             with console(
-                data_dir,
-                log=log,
-                ready=ready,
-                MONGO_URI=uri,
-                GOOSEUI_GOOSE_ENV_FILE=str(env_file),
-                **env,
+                data_dir, log=log, ready=ready, GOOSEUI_GOOSE_ENV_FILE=str(env_file), **env
             ) as base:
                 yield base
         return

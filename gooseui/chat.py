@@ -163,7 +163,11 @@ class Reply:
 
     async def _batch(self) -> tuple[bytes, bool, BaseException | None]:
         """Whatever has arrived, at once; TimeoutError when the agent is silent too long."""
-        item = await asyncio.wait_for(self._queue.get(), self._keepalive)
+        queue = self._queue
+        if queue.empty():  # `wait_for` costs a task: only when there is nothing to take
+            item = await asyncio.wait_for(queue.get(), self._keepalive)
+        else:
+            item = queue.get_nowait()
         chunks: list[bytes] = []
         while True:
             if item is None:
@@ -171,9 +175,9 @@ class Reply:
             if isinstance(item, BaseException):
                 return b"".join(chunks), True, item
             chunks.append(item)
-            if self._queue.empty():
+            if queue.empty():
                 return b"".join(chunks), False, None
-            item = self._queue.get_nowait()
+            item = queue.get_nowait()
 
     def _complete_events(self, data: bytes) -> bytes:
         """The complete events of what arrived (comments dropped), noting complete/error."""
@@ -186,11 +190,15 @@ class Reply:
             (not self._completed and b"complete" in out)
             or (not self._errored and b'"error"' in out)
         ):
-            for block in split_events(out)[0]:
-                kind = (event_payload(block) or {}).get("type")
-                self._completed = self._completed or kind == "complete"
-                self._errored = self._errored or kind == "error"
+            self._note_kinds(out)
         return out
+
+    def _note_kinds(self, out: bytes) -> None:
+        """Whether the relayed events hold the agent's `complete` or an `error`."""
+        for block in split_events(out)[0]:
+            kind = (event_payload(block) or {}).get("type")
+            self._completed = self._completed or kind == "complete"
+            self._errored = self._errored or kind == "error"
 
     async def _opening(self) -> AsyncIterator[bytes | tuple[bytes, bool, BaseException | None]]:
         """Keep-alives until the agent's first event, then that batch (as a tuple).
@@ -266,17 +274,47 @@ class Reply:
                 # the session and the agent's first events in one write
                 session = sse({"type": "session", "content": {"session_id": self.session_id}})
                 yield session + self._complete_events(first)
-            while not ended:
-                try:
-                    data, ended, error = await self._batch()
-                except TimeoutError:
-                    yield KEEPALIVE
+            queue, keepalive = self._queue, self._keepalive
+            last = b""
+            while not ended:  # the hot loop: `_batch` inlined, it runs once per network read
+                if queue.empty():
+                    try:
+                        item = await asyncio.wait_for(queue.get(), keepalive)
+                    except TimeoutError:
+                        yield KEEPALIVE
+                        continue
+                else:
+                    item = queue.get_nowait()
+                chunks: list[bytes] = []
+                while True:
+                    if item is None:
+                        ended = True
+                        break
+                    if isinstance(item, BaseException):
+                        failure, ended = _stream_failure(item), True
+                        break
+                    chunks.append(item)
+                    if queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if not chunks:
                     continue
-                if error is not None:
-                    failure = _stream_failure(error)
-                out = self._complete_events(data)
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                if self._buffer:
+                    data = self._buffer + data
+                out, self._buffer = take_complete(data)
+                if not out:
+                    continue
+                if out.startswith(b":") or b"\n:" in out:  # drop the agent's keep-alives
+                    out = b"".join(b for b in split_events(out)[0] if not _is_comment(b))
+                if not self._completed and b"complete" in out:
+                    self._note_kinds(out)
                 if out:
+                    last = out
                     yield out
+            if not self._completed and last:
+                # an agent that reports its failure ends with that `error` (no `complete`)
+                self._note_kinds(split_events(last)[0][-1])
             if failure is None and not self._completed and not self._errored:
                 failure = (
                     "StreamInterrupted",

@@ -289,6 +289,11 @@ async def test_an_agent_error_reaches_the_caller_once(
         kinds = [e["type"] for e in events]
         assert kinds.count("error") == 1, kinds
         assert kinds[-1] == "complete"
+        # an agent that cannot start its processing says so in one `error`, and ends
+        events = await reply(http, project, "simulate-start-failure please")
+        kinds = [e["type"] for e in events]
+        assert kinds == ["session", "error"], kinds
+        assert events[-1]["content"]["message"] == "Failed to start agent processing"
 
 
 async def test_users_agents_keep_their_sessions_apart(
