@@ -548,3 +548,62 @@ async def test_a_crashing_agent_says_why_without_its_secrets(
         assert MONGO_PASSWORD_MARKER not in body["detail"]
         stored = (await client.get(url(project))).json()
         assert MONGO_PASSWORD_MARKER not in stored["status_message"]
+
+
+async def test_pull_secret_and_agent_config_are_copied_into_the_namespace(
+    console_env: dict[str, str],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    kube: k8s.ApiClient,
+) -> None:
+    console_ns = f"c{uuid.uuid4().hex[:8]}"
+    assert (await raw(kube, "POST", "/api/v1/namespaces", {"metadata": {"name": console_ns}}))[
+        0
+    ] == 201
+    docker = base64.b64encode(b'{"auths": {"myacr.azurecr.io": {"auth": "eDp5"}}}').decode()
+    pull = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "acr-pull", "namespace": console_ns},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": docker},
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "extensions:\n  developer:\n    enabled: true\n    type: builtin\n    name: developer\n"
+    )
+    monkeypatch.setenv("GOOSEUI_CONSOLE_NAMESPACE", console_ns)
+    monkeypatch.setenv("GOOSEUI_IMAGE_PULL_SECRET", "acr-pull")
+    monkeypatch.setenv("GOOSEUI_GOOSE_CONFIG", str(config))
+    async with console(request) as client:
+        project = await new_project(client)
+        # the pull secret is not in the console's namespace yet: named, nothing applied
+        body = (await client.post(url(project, "activate"))).json()
+        assert body["code"] == "AgentMisconfigured"
+        assert (
+            f"image pull Secret acr-pull does not exist in namespace {console_ns}"
+            in (body["detail"])
+        )
+        path = f"/api/v1/namespaces/{console_ns}/secrets"
+        assert (await raw(kube, "POST", path, pull))[0] == 201
+        response = await client.post(url(project, "activate"))
+        assert response.status_code == 200, response.text
+    ns = project["namespace"]
+    status, copy = await raw(kube, "GET", f"/api/v1/namespaces/{ns}/secrets/acr-pull")
+    assert status == 200
+    assert (copy["type"], copy["data"]) == (pull["type"], pull["data"])
+    status, config_map = await raw(
+        kube, "GET", f"/api/v1/namespaces/{ns}/configmaps/gooseui-goose-config"
+    )
+    assert status == 200 and config_map["data"]["config.yaml"] == config.read_text()
+    _, pods = await raw(
+        kube,
+        "GET",
+        f"/api/v1/namespaces/{ns}/pods?labelSelector=gooseui.io/project-id%3D{project['project_id']}",
+    )
+    (pod,) = pods["items"]
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "acr-pull"}]
+    # the agent read the mounted config.yaml: its extension was loaded
+    _, log = await raw(kube, "GET", f"/api/v1/namespaces/{ns}/pods/{pod['metadata']['name']}/log")
+    assert "Loaded 1 extensions" in log
