@@ -251,6 +251,22 @@ def parse_cidrs(value: str) -> list[str]:
     return cidrs
 
 
+def _names_a_file(text: str, path: Path) -> bool:
+    """Whether `GOOSEUI_USERS` names a file: a YAML/JSON path, or an existing file.
+
+    `id:Name` pairs and commas are inline, so a long inline list never reaches the
+    filesystem (a name longer than the filesystem allows would raise there).
+    """
+    if path.suffix.lower() in {".yaml", ".yml", ".json"} and "," not in text:
+        return True
+    if "," in text or ":" in text:
+        return False
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # too long for a file name, or a NUL byte
+        return False
+
+
 def parse_users(value: str, prefix: str = "user-") -> list[User]:
     """Parse `id:Name,id:Name` or the path of a YAML/JSON file.
 
@@ -260,7 +276,7 @@ def parse_users(value: str, prefix: str = "user-") -> list[User]:
     if not text:
         raise ValueError("no users given")
     path = Path(text)
-    if path.suffix.lower() in {".yaml", ".yml", ".json"} or path.is_file():
+    if _names_a_file(text, path):
         if not path.is_file():
             raise ValueError(f"file {text!r} does not exist")
         raw = path.read_text(encoding="utf-8")

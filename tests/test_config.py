@@ -192,3 +192,14 @@ def test_redaction_of_agent_secrets() -> None:
     assert "s3cr3t-pw" not in shown and "sk-live-123456" not in shown and ":p@" not in shown
     assert "mongodb://goose:***@db.example:27017" in shown  # where it went stays readable
     assert "model gpt-4o" in shown
+
+
+def test_a_long_inline_user_list_is_not_a_file_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    users = ",".join(f"user{i:02d}:User Number {i}" for i in range(40))
+    assert len(users) > 255  # longer than a file name may be
+    monkeypatch.setenv("GOOSEUI_USERS", users)
+    assert len(load_settings().user_list()) == 40
+    monkeypatch.setenv("GOOSEUI_USERS", "x" * 300)  # one id, no name: still inline
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert "GOOSEUI_USERS" in str(error.value) and "DNS-1123" in str(error.value)
