@@ -397,7 +397,13 @@ class ChatService:
     def check_message(message: str) -> None:
         if not isinstance(message, str) or not message.strip():
             raise Invalid("The message must not be empty.", code="EmptyMessage")
-        size = len(message.encode("utf-8"))
+        try:
+            size = len(message.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise Invalid(
+                "The message must be Unicode text (it holds a lone surrogate).",
+                code="InvalidMessage",
+            ) from None
         if size > MAX_MESSAGE_BYTES:
             raise Invalid(
                 f"The message is {size} bytes; at most {MAX_MESSAGE_BYTES} are allowed.",

@@ -30,10 +30,17 @@ def new_project_id() -> str:
 
 
 def clean_name(raw: str) -> str:
-    """Trim a project name and check it, raising `Invalid` with the reason."""
+    """Trim a project name, check it and bring it to NFC, raising `Invalid` with the reason."""
     name = raw.strip() if isinstance(raw, str) else ""
     if not name:
         raise Invalid("The project name must not be empty.", code="InvalidName")
+    if any("\ud800" <= c <= "\udfff" for c in name):
+        raise Invalid(
+            "The project name must be Unicode text (it holds a lone surrogate).",
+            code="InvalidName",
+        )
+    # one name, one spelling: `café` typed precomposed or decomposed is the same project
+    name = unicodedata.normalize("NFC", name)
     if len(name) > MAX_NAME:
         raise Invalid(
             f"The project name must be at most {MAX_NAME} characters (it has {len(name)}).",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -50,8 +51,8 @@ def now() -> datetime:
 
 
 def name_key(name: str) -> str:
-    """The form of a name that uniqueness is judged on: case-folded."""
-    return name.casefold()
+    """The form of a name that uniqueness is judged on: case-folded NFC."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
 
 
 def create_client(uri: str) -> AsyncMongoClient[Document]:

@@ -211,3 +211,27 @@ async def test_page_lists_projects(client: httpx.AsyncClient) -> None:
     await create(client, "Visible")
     page = await client.get("/")
     assert page.status_code == 200 and "gooseui" in page.text
+
+
+async def test_names_are_one_spelling(client: httpx.AsyncClient) -> None:
+    """`café` precomposed and decomposed are one name, stored in NFC (issue 10)."""
+    composed, decomposed = "Caf\u00e9", "Cafe\u0301"
+    first = await client.post("/users/alice/projects", json={"name": decomposed})
+    assert first.status_code == 201, first.text
+    assert first.json()["name"] == composed
+    again = await client.post("/users/alice/projects", json={"name": composed.upper()})
+    assert again.status_code == 409 and again.json()["code"] == "DuplicateName"
+
+
+async def test_lone_surrogates_are_refused(client: httpx.AsyncClient) -> None:
+    body = b'{"name": "a\\ud800b"}'
+    headers = {"content-type": "application/json"}
+    response = await client.post("/users/alice/projects", content=body, headers=headers)
+    assert response.status_code == 422 and response.json()["code"] == "InvalidName"
+    assert (await client.get("/users/alice/projects")).json() == []
+    project = (await client.post("/users/alice/projects", json={"name": "Ok"})).json()
+    message = b'{"message": "hi \\udfff there"}'
+    response = await client.post(
+        f"/users/alice/projects/{project['project_id']}/messages", content=message, headers=headers
+    )
+    assert response.status_code == 422 and response.json()["code"] == "InvalidMessage"
