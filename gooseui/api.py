@@ -296,9 +296,7 @@ API_PREFIXES = ("/users", "/healthz", "/readyz", "/debug/", "/docs", "/openapi.j
 
 
 def create_api(runtime: Any) -> FastAPI:
-    """The REST app: its own middleware (a correlation id), its own docs at `/docs`."""
-    from gooseui.middleware import CorrelationMiddleware
-
+    """The REST app with its own docs at `/docs` (the correlation id is added around it)."""
     api = FastAPI(
         title="gooseui",
         summary="Operator console for Kubernetes-isolated Goose agent environments",
@@ -310,7 +308,6 @@ def create_api(runtime: Any) -> FastAPI:
     api.state.runtime = runtime
     api.include_router(router)
     install_error_handlers(api)
-    api.add_middleware(CorrelationMiddleware)
     return api
 
 

@@ -22,7 +22,7 @@ from gooseui import api
 from gooseui import ui as pages
 from gooseui.config import Settings
 from gooseui.logs import log
-from gooseui.middleware import CorrelationMiddleware
+from gooseui.middleware import BodyLimitMiddleware, CorrelationMiddleware
 from gooseui.runtime import Runtime
 
 logger = logging.getLogger("gooseui.app")
@@ -52,9 +52,12 @@ def build(
     runtime = Runtime(settings, simulated=simulated)
     app.state.runtime = runtime
     rest = api.create_api(runtime)
-    app.add_middleware(CorrelationMiddleware)  # page requests get an id and a log line too
     # the REST routes sit beside the pages, in front of NiceGUI's middlewares (see ApiDispatcher)
-    app.build_middleware_stack = lambda: api.ApiDispatcher(_NICEGUI_MIDDLEWARE(), rest)
+    # outermost, so every answer (a 413 here, a 500 from either app) carries the request's id
+    # and every request gets one access-log line, pages included
+    app.build_middleware_stack = lambda: CorrelationMiddleware(
+        BodyLimitMiddleware(api.ApiDispatcher(_NICEGUI_MIDDLEWARE(), rest), settings.max_body)
+    )
     app.middleware_stack = None
     pages.register()
 

@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     route_allow_cidrs: str | None = None
     # how long the agent's health check may fail after the pod is ready
     health_timeout: float = Field(15.0, gt=0)
+    # the largest request body any route reads (413 BodyTooLarge above it)
+    max_body: int = Field(1024 * 1024, ge=64 * 1024 + 1024, le=64 * 1024 * 1024)
     keep_namespaces: bool = False
     # an unschedulable pod may be waiting for the cluster autoscaler to add a node
     unschedulable_grace: float = Field(180.0, ge=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -57,3 +58,72 @@ class CorrelationMiddleware:
                     ms=round((time.perf_counter() - started) * 1000, 1),
                 )
             request_id.reset(token)
+
+
+class BodyTooLarge(Exception):
+    """A request body over the limit."""
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over `limit` bytes with 413, before reading past the limit.
+
+    A declared Content-Length over the limit is refused at once; a body without one (chunked)
+    is read up to the limit and refused as soon as it goes over. Memory stays at the limit
+    whatever is sent. Bodies within it are read here and handed on whole (the console's
+    bodies are small JSON documents), so nothing after this can be surprised by a large one.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                await self._refuse(send)
+                return
+            chunks.append(body)
+            more = message.get("more_body", False)
+        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
+
+        async def replayed() -> Message:
+            if replay:
+                return replay.pop()
+            return await receive()  # after the body: the disconnect, when it comes
+
+        await self.app(scope, replayed, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(
+            {
+                "detail": f"The request body is larger than {self.limit} bytes.",
+                "code": "BodyTooLarge",
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -235,3 +235,23 @@ async def test_lone_surrogates_are_refused(client: httpx.AsyncClient) -> None:
         f"/users/alice/projects/{project['project_id']}/messages", content=message, headers=headers
     )
     assert response.status_code == 422 and response.json()["code"] == "InvalidMessage"
+
+
+async def test_bodies_over_the_limit_are_refused_unread(client: httpx.AsyncClient) -> None:
+    """413 BodyTooLarge, with the request's id, for a declared and for a chunked body."""
+    big = b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    headers = {"content-type": "application/json", "x-request-id": "big-1"}
+    declared = await client.post("/users/alice/projects", content=big, headers=headers)
+    assert declared.status_code == 413 and declared.json()["code"] == "BodyTooLarge"
+    assert declared.headers["x-request-id"] == "big-1"
+
+    async def chunked():
+        for start in range(0, len(big), 64 * 1024):
+            yield big[start : start + 64 * 1024]
+
+    streamed = await client.post("/users/alice/projects", content=chunked(), headers=headers)
+    assert streamed.status_code == 413 and streamed.json()["code"] == "BodyTooLarge"
+    assert (await client.get("/users/alice/projects")).json() == []
+    # a body within the limit still works
+    created = await client.post("/users/alice/projects", json={"name": "Small"})
+    assert created.status_code == 201
