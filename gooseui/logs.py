@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import secrets
 import sys
 from datetime import UTC, datetime
@@ -59,11 +60,25 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
+# C0 and C1 controls and DEL: a request path or a name may carry them (NUL, ESC sequences
+# that repaint a terminal); a log line shows them escaped, never raw
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escape_controls(text: str) -> str:
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+def _json_controls(text: str) -> str:
+    """JSON text with DEL and C1 escaped too (json.dumps escapes only C0)."""
+    return _CONTROLS.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+
+
 def _console_value(value: Any) -> str:
     text = str(value)
     if text == "" or any(c.isspace() or c in '"=' for c in text):
-        return json.dumps(text, ensure_ascii=False)
-    return text
+        return _json_controls(json.dumps(text, ensure_ascii=False))
+    return _escape_controls(text)
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -77,8 +92,10 @@ class ConsoleFormatter(logging.Formatter):
             record.name,
             f"[{getattr(record, 'request_id', '-')}]",
         ]
-        parts.append(record.getMessage())
-        parts.extend(f"{k}={_console_value(v)}" for k, v in _fields(record).items())
+        parts.append(_escape_controls(record.getMessage()))
+        parts.extend(
+            f"{_escape_controls(str(k))}={_console_value(v)}" for k, v in _fields(record).items()
+        )
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -99,7 +116,7 @@ class JsonFormatter(logging.Formatter):
         data.update(_fields(record))
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str, ensure_ascii=False)
+        return _json_controls(json.dumps(data, default=str, ensure_ascii=False))
 
 
 def configure(fmt: str = "console", level: int = logging.INFO) -> None:

@@ -255,3 +255,20 @@ async def test_bodies_over_the_limit_are_refused_unread(client: httpx.AsyncClien
     # a body within the limit still works
     created = await client.post("/users/alice/projects", json={"name": "Small"})
     assert created.status_code == 201
+
+
+async def test_control_characters_never_reach_a_log_line_raw(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    import re
+
+    from gooseui.logs import ConsoleFormatter, JsonFormatter
+
+    caplog.set_level(logging.INFO)
+    response = await client.get("/users/alice/projects/%00%1b%5b2J%7f%c2%85x")
+    assert response.status_code == 404
+    records = [r for r in caplog.records if r.getMessage() == "http.request"]
+    assert records and "\x1b" in records[-1].fields["path"]  # what the client sent
+    raw = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+    for formatter in (ConsoleFormatter(), JsonFormatter()):
+        assert not raw.search(formatter.format(records[-1]))
