@@ -306,6 +306,8 @@ def create_api(runtime: Any) -> FastAPI:
         openapi_url="/openapi.json",
     )
     api.state.runtime = runtime
+    # no slash redirects: a redirect's Location would be built from the client's Host header
+    api.router.redirect_slashes = False
     api.include_router(router)
     install_error_handlers(api)
     return api

@@ -62,7 +62,8 @@ class MessageIn(BaseModel):
     """Body of a chat message; `session_id` picks a conversation other than the current one."""
 
     message: str
-    session_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    # a token, never a path: the id goes into the agent's URL (no `.`, `..`, `/` or `%`)
+    session_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 
 class SessionOut(BaseModel):

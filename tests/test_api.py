@@ -272,3 +272,21 @@ async def test_control_characters_never_reach_a_log_line_raw(
     raw = re.compile(r"[\x00-\x1f\x7f-\x9f]")
     for formatter in (ConsoleFormatter(), JsonFormatter()):
         assert not raw.search(formatter.format(records[-1]))
+
+
+async def test_no_redirect_is_built_from_the_host_header(client: httpx.AsyncClient) -> None:
+    for path in ("/users/alice/projects/", "/users/alice/projects/%2e%2e%2f"):
+        response = await client.get(path, headers={"host": "evil.example"})
+        assert response.status_code == 404, (path, response.status_code)
+        assert "location" not in response.headers
+        assert response.json()["code"] == "NotFound"
+
+
+@pytest.mark.parametrize("session_id", [".", "..", "a/b", "a%2fb", "..%2f", "x.y"])
+async def test_session_ids_are_tokens(client: httpx.AsyncClient, session_id: str) -> None:
+    project = (await client.post("/users/alice/projects", json={"name": "S"})).json()
+    response = await client.post(
+        f"/users/alice/projects/{project['project_id']}/messages",
+        json={"message": "hi", "session_id": session_id},
+    )
+    assert response.status_code == 422 and response.json()["code"] == "InvalidRequest"
