@@ -19,7 +19,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from gooseui.errors import Conflict, Unavailable
 from gooseui.logs import log
@@ -48,6 +48,22 @@ def now() -> datetime:
     """The current UTC time at MongoDB's precision, so a stored time reads back equal."""
     moment = datetime.now(UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def database_error(exc: PyMongoError) -> Unavailable:
+    """What the operator reads: refused credentials are not an unreachable server."""
+    text = str(exc)
+    refused = (isinstance(exc, OperationFailure) and exc.code == 18) or (
+        "authentication failed" in text.lower()
+    )
+    if refused:
+        return Unavailable(
+            "MongoDB refused the credentials in MONGO_URI (authentication failed).",
+            code="DatabaseAuthFailed",
+        )
+    return Unavailable(
+        f"MongoDB is not answering ({text.split(',')[0][:300]})", code="DatabaseUnavailable"
+    )
 
 
 def name_key(name: str) -> str:
@@ -87,11 +103,9 @@ class ProjectStore:
         except (DuplicateKeyError, Conflict):
             raise
         except PyMongoError as exc:
-            message = str(exc).split(",")[0][:300]
-            log(logger, "mongo.error", logging.WARNING, op=op, error=message)
-            raise Unavailable(
-                f"MongoDB is not answering ({message})", code="DatabaseUnavailable"
-            ) from exc
+            error = database_error(exc)
+            log(logger, "mongo.error", logging.WARNING, op=op, error=error.detail)
+            raise error from exc
 
     async def ensure_indexes(self) -> None:
         """Create the indexes once; later calls return at once."""
@@ -108,7 +122,7 @@ class ProjectStore:
         try:
             await self._client.admin.command("ping")
         except PyMongoError as exc:
-            raise Unavailable(f"MongoDB is not answering ({exc})".split(",")[0]) from exc
+            raise database_error(exc) from exc
 
     def _logged(self, op: str, started: float, **fields: Any) -> None:
         log(

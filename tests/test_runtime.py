@@ -42,6 +42,28 @@ async def test_mongodb_down_console_still_serves(
         assert "MongoDB is not answering" in failed.json()["detail"]
 
 
+async def test_refused_mongodb_credentials_are_named(
+    console_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    mongo_uri: str,
+) -> None:
+    """A wrong password is not an unreachable server (issue 10)."""
+    if "@" in mongo_uri:
+        pytest.skip("the test MongoDB already carries credentials")
+    wrong = mongo_uri.replace("mongodb://", "mongodb://nobody:wrong@", 1)
+    monkeypatch.setenv("MONGO_URI", wrong + "&serverSelectionTimeoutMS=2000")
+    async with user_simulation(main_file=get_path_to_main_file(request)) as user:
+        client = user.http_client
+        failed = await client.post("/users/alice/projects", json={"name": "x"})
+        assert failed.status_code == 503, failed.text
+        assert failed.json()["code"] == "DatabaseAuthFailed"
+        assert "refused the credentials in MONGO_URI" in failed.json()["detail"]
+        assert "wrong" not in failed.text
+        ready = (await client.get("/readyz")).json()
+        assert "refused the credentials" in ready["detail"]
+
+
 async def test_page_shows_users_projects(user: User) -> None:
     from nicegui import app
 
