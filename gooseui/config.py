@@ -171,8 +171,8 @@ class Settings(BaseSettings):
     @field_validator("goose_env_file", "goose_config")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {str(value)!r} does not exist")
+        if value is not None and not _is_file(value):
+            raise ValueError(f"file {str(value)[:200]!r} does not exist")
         return value
 
     @field_validator("goose_config")
@@ -253,6 +253,14 @@ def parse_cidrs(value: str) -> list[str]:
     return cidrs
 
 
+def _is_file(path: Path) -> bool:
+    """`path.is_file()`, False where the name itself is impossible (too long, a NUL)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _names_a_file(text: str, path: Path) -> bool:
     """Whether `GOOSEUI_USERS` names a file: a YAML/JSON path, or an existing file.
 
@@ -263,10 +271,7 @@ def _names_a_file(text: str, path: Path) -> bool:
         return True
     if "," in text or ":" in text:
         return False
-    try:
-        return path.is_file()
-    except (OSError, ValueError):  # too long for a file name, or a NUL byte
-        return False
+    return _is_file(path)
 
 
 def parse_users(value: str, prefix: str = "user-") -> list[User]:
@@ -334,7 +339,8 @@ def load_settings(**overrides: Any) -> Settings:
         )
         message = error["msg"].removeprefix("Value error, ")
         got = error.get("input")
-        shown = f" (got {got!r})" if isinstance(got, str | int | float) else ""
+        text = repr(got) if isinstance(got, str | int | float) else ""
+        shown = f" (got {text[:200]}{'…' if len(text) > 200 else ''})" if text else ""
         more = f"; {exc.error_count() - 1} more" if exc.error_count() > 1 else ""
         raise ConfigError(f"{env_name(field)}: {message}{shown}{more}") from None
     except ValueError as exc:

@@ -203,3 +203,24 @@ def test_a_long_inline_user_list_is_not_a_file_name(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConfigError) as error:
         load_settings()
     assert "GOOSEUI_USERS" in str(error.value) and "DNS-1123" in str(error.value)
+
+
+ODD_VALUES = ["", "x" * 5000, "\x01\x7f\u0085", "::,,", "-1", "1e309", "nan", "{port}", "/"]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES, ids=range(len(ODD_VALUES)))
+def test_no_value_of_any_setting_ends_the_start_in_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """Each variable, long, empty, binary or odd: it parses, or one line names it."""
+    from gooseui.config import Settings, env_name
+
+    for field in Settings.model_fields:
+        name = env_name(field)
+        monkeypatch.setenv(name, value)
+        try:
+            load_settings()
+        except ConfigError as exc:
+            message = str(exc)
+            assert "\n" not in message and name in message, message
+        monkeypatch.delenv(name)
