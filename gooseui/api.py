@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -310,7 +311,45 @@ def create_api(runtime: Any) -> FastAPI:
     api.router.redirect_slashes = False
     api.include_router(router)
     install_error_handlers(api)
+    api.openapi = lambda: truthful_openapi(api)  # type: ignore[method-assign]
     return api
+
+
+def truthful_openapi(api: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document as the server answers: every error is an `ErrorBody`.
+
+    FastAPI documents 422 as its own `HTTPValidationError` (a list of errors), but the
+    console answers `{"detail", "code"}`; and a route with a body can answer 413 from the
+    body limit, before FastAPI sees the request.
+    """
+    if api.openapi_schema:
+        return api.openapi_schema
+    schema = get_openapi(
+        title=api.title, version=api.version, summary=api.summary, routes=api.routes
+    )
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for response in responses.values():
+                body = (response.get("content") or {}).get("application/json") or {}
+                if str((body.get("schema") or {}).get("$ref", "")).endswith("/HTTPValidationError"):
+                    body["schema"] = dict(error)
+                    response["description"] = "Invalid request: `detail` names the field."
+            if "requestBody" in operation:
+                responses.setdefault(
+                    "413",
+                    {
+                        "description": "The request body is larger than GOOSEUI_MAX_BODY.",
+                        "content": {"application/json": {"schema": dict(error)}},
+                    },
+                )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    api.openapi_schema = schema
+    return schema
 
 
 class ApiDispatcher:

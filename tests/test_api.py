@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import httpx
@@ -290,3 +291,21 @@ async def test_session_ids_are_tokens(client: httpx.AsyncClient, session_id: str
         json={"message": "hi", "session_id": session_id},
     )
     assert response.status_code == 422 and response.json()["code"] == "InvalidRequest"
+
+
+async def test_openapi_errors_are_the_bodies_the_server_sends(client: httpx.AsyncClient) -> None:
+    """422s are `ErrorBody` as answered, and routes with a body document 413 (issue 10)."""
+    document = (await client.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in json.dumps(document)
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == error, (method, path, status)
+            if "requestBody" in operation:
+                assert "413" in operation["responses"], (method, path)
+    # and the server does answer a 422 that way
+    bad = await client.post("/users/alice/projects", json={"name": 5})
+    assert bad.status_code == 422 and set(bad.json()) == {"detail", "code"}
