@@ -180,16 +180,16 @@ class Reply:
             item = queue.get_nowait()
 
     def _complete_events(self, data: bytes) -> bytes:
-        """The complete events of what arrived (comments dropped), noting complete/error."""
+        """The complete events of what arrived (comments dropped), noting `complete`.
+
+        One scan per read: an agent's closing `error` is found from the last event instead.
+        """
         if self._buffer:
             data = self._buffer + data
         out, self._buffer = take_complete(data)
         if out.startswith(b":") or b"\n:" in out:  # drop the agent's keep-alives
             out = b"".join(b for b in split_events(out)[0] if not _is_comment(b))
-        if out and (
-            (not self._completed and b"complete" in out)
-            or (not self._errored and b'"error"' in out)
-        ):
+        if out and not self._completed and b"complete" in out:
             self._note_kinds(out)
         return out
 
@@ -254,6 +254,7 @@ class Reply:
         """
         failure: tuple[str, str] | None = None
         ended = False
+        last = b""  # the last events relayed
         self._start_reader()
         try:
             first = b""
@@ -273,42 +274,17 @@ class Reply:
                     failure = _stream_failure(error)
                 # the session and the agent's first events in one write
                 session = sse({"type": "session", "content": {"session_id": self.session_id}})
-                yield session + self._complete_events(first)
-            queue, keepalive = self._queue, self._keepalive
-            last = b""
-            while not ended:  # the hot loop: `_batch` inlined, it runs once per network read
-                if queue.empty():
-                    try:
-                        item = await asyncio.wait_for(queue.get(), keepalive)
-                    except TimeoutError:
-                        yield KEEPALIVE
-                        continue
-                else:
-                    item = queue.get_nowait()
-                chunks: list[bytes] = []
-                while True:
-                    if item is None:
-                        ended = True
-                        break
-                    if isinstance(item, BaseException):
-                        failure, ended = _stream_failure(item), True
-                        break
-                    chunks.append(item)
-                    if queue.empty():
-                        break
-                    item = queue.get_nowait()
-                if not chunks:
+                last = self._complete_events(first)
+                yield session + last
+            while not ended:
+                try:
+                    data, ended, error = await self._batch()
+                except TimeoutError:
+                    yield KEEPALIVE
                     continue
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                if self._buffer:
-                    data = self._buffer + data
-                out, self._buffer = take_complete(data)
-                if not out:
-                    continue
-                if out.startswith(b":") or b"\n:" in out:  # drop the agent's keep-alives
-                    out = b"".join(b for b in split_events(out)[0] if not _is_comment(b))
-                if not self._completed and b"complete" in out:
-                    self._note_kinds(out)
+                if error is not None:
+                    failure = _stream_failure(error)
+                out = self._complete_events(data)
                 if out:
                     last = out
                     yield out

@@ -81,12 +81,16 @@ class GooseClient:
         # the event loop for one long turn. A few at a time keeps every turn short.
         self._opening = asyncio.Semaphore(OPENING_AT_ONCE)
 
+    def proxied(self, endpoint: str) -> bool:
+        """Whether the endpoint is the API server's service proxy (not the pod directly)."""
+        server = (self.kube.info.server or "").rstrip("/")
+        return bool(server) and endpoint.startswith(server + "/")
+
     def client_for(self, endpoint: str) -> httpx.AsyncClient:
         """The pooled client for an endpoint: through the API server, or direct."""
-        server = (self.kube.info.server or "").rstrip("/")
         timeout = httpx.Timeout(10.0, read=30.0)
         limits = httpx.Limits(max_connections=500, max_keepalive_connections=100)
-        if server and endpoint.startswith(server + "/"):
+        if self.proxied(endpoint):
             if self._proxied is None:
                 self._proxied = httpx.AsyncClient(
                     verify=self.kube.ssl_context(),

@@ -16,7 +16,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from gooseui.cluster import manifests
-from gooseui.cluster.agentenv import AgentEnvSource, AgentMisconfigured, redact
+from gooseui.cluster.agentenv import (
+    AgentEnvironment,
+    AgentEnvSource,
+    AgentMisconfigured,
+    redact,
+)
 from gooseui.cluster.client import ClusterUnavailable, KubeError
 from gooseui.cluster.endpoints import candidates
 from gooseui.cluster.environment import Environments
@@ -327,7 +332,7 @@ class Lifecycle:
         self.publish(active, Status.ACTIVE, "ready", f"Active at {endpoint}")
         return active
 
-    async def _agent_environment(self) -> Any:
+    async def _agent_environment(self) -> AgentEnvironment:
         """The agent's environment, checked before anything is applied or scaled."""
         if self.agent_env is None:
             raise AgentMisconfigured("The console has no source for the agent's environment.")
@@ -417,9 +422,13 @@ class Lifecycle:
     def _health_message(self, endpoint: str, exc: GooseUnreachable, user_id: str | None) -> str:
         """What the operator can do: a proxy that gets no answer is usually a NetworkPolicy."""
         text = f"The pod is ready but the agent's health check fails: {exc.message}"
-        server = (self._envs().kube.info.server or "").rstrip("/")
-        through_proxy = bool(server) and endpoint.startswith(server + "/")
-        if not (exc.timeout and through_proxy and self.settings.network_policy and user_id):
+        assert self.goose is not None
+        if not (
+            exc.timeout
+            and self.goose.proxied(endpoint)
+            and self.settings.network_policy
+            and user_id
+        ):
             return text
         namespaces = ", ".join(manifests.allowed_namespaces(self.settings))
         cidrs = ", ".join(self.settings.apiserver_cidr_list()) or "none"

@@ -58,6 +58,25 @@ async def raw(
         return response.status, data.decode()
 
 
+async def new_namespace(kube: k8s.ApiClient, prefix: str) -> str:
+    """A fresh namespace (the console's own, a gateway's), made as an operator would."""
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
+    status, body = await raw(kube, "POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    assert status == 201, body
+    return name
+
+
+async def agent_call_url(
+    sim: SimClusterThread, address: str, method: str = "GET"
+) -> httpx.Response:
+    """One call to the simulated API server with its token and CA, as the console makes it."""
+    context = ssl.create_default_context(cafile=str(sim.ca_path))
+    async with httpx.AsyncClient(
+        verify=context, headers={"Authorization": f"Bearer {sim.token}"}, timeout=10
+    ) as http:
+        return await http.request(method, address)
+
+
 async def agent_call(
     sim: SimClusterThread, project: dict[str, Any], method: str, path: str
 ) -> httpx.Response:
@@ -66,11 +85,7 @@ async def agent_call(
         f"{sim.url}/api/v1/namespaces/{project['namespace']}/services/"
         f"{project['service']}:3001/proxy"
     )
-    context = ssl.create_default_context(cafile=str(sim.ca_path))
-    async with httpx.AsyncClient(
-        verify=context, headers={"Authorization": f"Bearer {sim.token}"}, timeout=10
-    ) as http:
-        return await http.request(method, base + path)
+    return await agent_call_url(sim, base + path, method)
 
 
 async def reply(http: httpx.AsyncClient, project: dict[str, Any], message: str) -> list[dict]:
@@ -145,10 +160,7 @@ async def test_environment_from_a_secret_reaches_the_pod_and_follows_changes(
     mongo_uri: str,
     kube: k8s.ApiClient,
 ) -> None:
-    console_ns = f"c{uuid.uuid4().hex[:8]}"
-    assert (await raw(kube, "POST", "/api/v1/namespaces", {"metadata": {"name": console_ns}}))[
-        0
-    ] == 201
+    console_ns = await new_namespace(kube, "c")
 
     def secret(model: str) -> dict[str, Any]:
         values = {
@@ -433,10 +445,7 @@ async def test_a_route_the_gateway_refuses_fails_the_activation(
     monkeypatch: pytest.MonkeyPatch,
     kube: k8s.ApiClient,
 ) -> None:
-    gateway_ns = f"gw{uuid.uuid4().hex[:6]}"
-    assert (await raw(kube, "POST", "/api/v1/namespaces", {"metadata": {"name": gateway_ns}}))[
-        0
-    ] == 201
+    gateway_ns = await new_namespace(kube, "gw")
     gateway = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "Gateway",
@@ -557,10 +566,7 @@ async def test_pull_secret_and_agent_config_are_copied_into_the_namespace(
     tmp_path: Path,
     kube: k8s.ApiClient,
 ) -> None:
-    console_ns = f"c{uuid.uuid4().hex[:8]}"
-    assert (await raw(kube, "POST", "/api/v1/namespaces", {"metadata": {"name": console_ns}}))[
-        0
-    ] == 201
+    console_ns = await new_namespace(kube, "c")
     docker = base64.b64encode(b'{"auths": {"myacr.azurecr.io": {"auth": "eDp5"}}}').decode()
     pull = {
         "apiVersion": "v1",
@@ -607,3 +613,44 @@ async def test_pull_secret_and_agent_config_are_copied_into_the_namespace(
     # the agent read the mounted config.yaml: its extension was loaded
     _, log = await raw(kube, "GET", f"/api/v1/namespaces/{ns}/pods/{pod['metadata']['name']}/log")
     assert "Loaded 1 extensions" in log
+
+
+async def test_an_unhealthy_agents_answer_is_reported_without_its_secrets(
+    console_env: dict[str, str],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    sim: SimClusterThread,
+    kube: k8s.ApiClient,
+) -> None:
+    """The agent's 503 health body carries its whole MONGODB_URL: the console keeps none of it."""
+    from nicegui import app
+
+    from gooseui.goose import GooseUnreachable
+
+    monkeypatch.setenv("ACR_IMAGE", "goose-api:never-ready")  # running, health answers 503
+    async with live_console(request) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+        project = (await http.post("/users/alice/projects", json={"name": "Sick"})).json()
+        assert (
+            await http.post(url(project, "activate"), params={"wait": "false"})
+        ).status_code == 202
+        selector = f"gooseui.io/project-id%3D{project['project_id']}"
+        pods_path = f"/api/v1/namespaces/{project['namespace']}/pods?labelSelector={selector}"
+        for _ in range(200):
+            _, pods = await raw(kube, "GET", pods_path)
+            statuses = [
+                s for p in pods["items"] for s in p["status"].get("containerStatuses") or []
+            ]
+            if statuses and "running" in statuses[0]["state"]:
+                break
+            await asyncio.sleep(0.05)
+        pod = pods["items"][0]["metadata"]["name"]
+        # the pod proxy reaches a pod that is not ready (the service proxy would not)
+        endpoint = f"{sim.url}/api/v1/namespaces/{project['namespace']}/pods/{pod}:3001/proxy"
+        answer = await agent_call_url(sim, endpoint + "/api/v1/health")
+        assert answer.status_code == 503 and MONGO_PASSWORD_MARKER in answer.text
+        with pytest.raises(GooseUnreachable) as unhealthy:
+            await app.state.runtime.goose.health(endpoint)
+        assert "503" in unhealthy.value.message
+        assert MONGO_PASSWORD_MARKER not in unhealthy.value.message
+        assert "mongodb" not in unhealthy.value.message.lower()
+        await http.post(url(project, "deactivate"))

@@ -307,6 +307,7 @@ def render_project(
             agent_database=settings.agent_database_for(user_id, project_id),
             env_secret=AGENT_SECRET_NAME,
             checksum=checksum,
+            checksum_annotation=CHECKSUM_ANNOTATION,
             config_map=CONFIG_MAP_NAME if settings.goose_config is not None else None,
             config_path=CONFIG_PATH,
             pull_secret=settings.image_pull_secret,

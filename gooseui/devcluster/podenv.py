@@ -27,17 +27,6 @@ Obj = dict[str, Any]
 Volumes = dict[str, dict[str, str] | None]  # volume name -> relative path -> content (None: not a
 # ConfigMap/Secret/projected/downwardAPI volume, e.g. emptyDir)
 
-FIELD_PATHS = (
-    "metadata.name",
-    "metadata.namespace",
-    "metadata.uid",
-    "spec.nodeName",
-    "spec.serviceAccountName",
-    "status.hostIP",
-    "status.hostIPs",
-    "status.podIP",
-    "status.podIPs",
-)
 _LABEL_REF = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
 
 
