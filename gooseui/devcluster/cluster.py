@@ -354,9 +354,15 @@ class SimCluster:
             namespace = None
         self.proxy_source = netpol.source_from(namespace, ip)
 
+    def set_agent_database_outage(self, active: bool) -> None:
+        """While active, every agent's MongoDB ping fails: its health answers 503, as the
+        real agent's does when its database blips (its port stays open)."""
+        self.agent_databases.outage = active
+
     def clear_faults(self) -> None:
         """Remove request and agent faults, uncordon the node, reset slow readiness and the
-        proxy source (to the constructor's)."""
+        proxy source (to the constructor's), end a database outage."""
+        self.agent_databases.outage = False
         self.faults.clear()
         self.set_nodes_schedulable(True)
         self.delays = replace(self.delays, slow_readiness=0.0)
@@ -555,6 +561,10 @@ class SimClusterThread:
     @property
     def proxy_source(self) -> netpol.TrafficSource:
         return self._cluster().proxy_source
+
+    def set_agent_database_outage(self, active: bool) -> None:
+        """See `SimCluster.set_agent_database_outage`."""
+        self.call(self._cluster().set_agent_database_outage, active)
 
     def clear_faults(self) -> None:
         self.call(self._cluster().clear_faults)

@@ -624,6 +624,8 @@ class AgentDatabases:
 
     def __init__(self) -> None:
         self._clients: dict[str, AsyncMongoClient[dict[str, Any]]] = {}
+        # a fault: every agent's MongoDB ping fails (health answers 503) while it is set
+        self.outage = False
 
     def client(self, url: str) -> AsyncMongoClient[dict[str, Any]]:
         """The shared client for `url`; raises pymongo's error for a URL it cannot parse."""
@@ -1549,7 +1551,9 @@ class GooseServer:
     async def _health(self, request: web.Request) -> web.Response:
         trace = self.trace
         trace.debug("❤️ Health check requested")
-        connected = self.healthy and await self._db.health_check()
+        if self.databases.outage:
+            self.trace.error("❌ MongoDB health check failed: server selection timeout", DB)
+        connected = self.healthy and not self.databases.outage and await self._db.health_check()
         body = {
             "status": "ok" if connected else "error",
             "timestamp": str(int(time.time())),

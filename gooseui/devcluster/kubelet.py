@@ -861,8 +861,7 @@ class Kubelet:
                 # a process that never started has the runtime's words, not a log
                 message = exit_.message or self._termination_message(c, exit_.code, output)
                 return exit_.code, reason, message
-        await self._readiness(run, c, tag)
-        return None, "", ""
+        return await self._readiness(run, c, tag)
 
     @staticmethod
     def _termination_message(c: ContainerRun, code: int, output: ContainerLog) -> str:
@@ -873,11 +872,14 @@ class Kubelet:
         text = "\n".join(line.text for line in list(output.lines)[-80:])
         return text.encode()[-2048:].decode("utf-8", "ignore")
 
-    async def _readiness(self, run: PodRun, c: ContainerRun, tag: str) -> None:
-        """Probe until ready, mark the container ready, then run until the pod terminates."""
+    async def _readiness(
+        self, run: PodRun, c: ContainerRun, tag: str
+    ) -> tuple[int | None, str, str]:
+        """Probe until ready, mark the container ready, then run (liveness) until the pod
+        terminates or the liveness probe kills the container."""
         probe = c.spec.get("readinessProbe") or c.spec.get("startupProbe")
         if await run.sleep(self.delays().ready + self.delays().slow_readiness):
-            return
+            return None, "", ""
         while True:
             ok = tag != "never-ready" and await self._probe(c, probe)
             if ok:
@@ -891,13 +893,57 @@ class Kubelet:
                     c.name,
                 )
             if await run.sleep(self.delays().probe_period):
-                return
+                return None, "", ""
         c.status = {**c.status, "ready": True}
         self._publish(run)
-        await run.terminate.wait()
+        return await self._liveness(run, c)
+
+    async def _liveness(self, run: PodRun, c: ContainerRun) -> tuple[int | None, str, str]:
+        """Run the liveness probe until the pod terminates; failing it kills the container.
+
+        After `failureThreshold` failures in a row the kubelet kills the container and it
+        restarts (exit 137): an HTTP liveness check on an endpoint that answers 503 while a
+        dependency blips restarts the agent, with every reply in flight.
+        """
+        probe = c.spec.get("livenessProbe")
+        if not probe:
+            await run.terminate.wait()
+            return None, "", ""
+        period = float(probe.get("periodSeconds", 10))
+        threshold = int(probe.get("failureThreshold", 3))
+        failures = 0
+        while True:
+            if await run.sleep(period):
+                return None, "", ""
+            if await self._probe(c, probe):
+                failures = 0
+                continue
+            failures += 1
+            kind = (
+                "HTTP probe failed with statuscode: 503"
+                if probe.get("httpGet")
+                else ("dial tcp: connect: connection refused")
+            )
+            self._event(run, "Warning", "Unhealthy", f"Liveness probe failed: {kind}", c.name)
+            if failures < threshold:
+                continue
+            self._event(
+                run,
+                "Normal",
+                "Killing",
+                f"Container {c.name} failed liveness probe, will be restarted",
+                c.name,
+            )
+            server, c.server = c.server, None
+            if server is not None:
+                await server.stop()
+            return 137, "Error", ""
 
     async def _probe(self, c: ContainerRun, probe: Obj | None) -> bool:
-        """The kubelet's HTTP probe (host network: never subject to NetworkPolicy)."""
+        """The kubelet's HTTP or TCP probe (host network: never subject to NetworkPolicy)."""
+        tcp = (probe or {}).get("tcpSocket")
+        if tcp is not None:
+            return c.server is None or c.server.reachable_at(_probe_port(c.spec, tcp.get("port")))
         get = (probe or {}).get("httpGet")
         if not get or c.server is None:
             return True

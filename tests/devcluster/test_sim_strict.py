@@ -1683,3 +1683,43 @@ async def test_scale_to_zero_after_a_template_change_stops_the_old_pods(
     await kube.wait_pods(namespace, selector, lambda pods: not pods)
     replicasets = await kube.apps.list_namespaced_replica_set(namespace, label_selector=selector)
     assert sorted(rs.spec.replicas for rs in replicasets.items) == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("liveness", "restarted"),
+    [
+        ({"httpGet": {"path": "/api/v1/health", "port": "http"}}, True),
+        ({"tcpSocket": {"port": "http"}}, False),
+    ],
+    ids=["http-liveness", "tcp-liveness"],
+)
+async def test_liveness_during_a_database_blip(
+    sim: SimClusterThread,
+    kube: Any,
+    namespace: str,
+    agent_env: dict[str, str],
+    liveness: dict[str, Any],
+    restarted: bool,
+) -> None:
+    """The agent's health answers 503 while its MongoDB does not: an HTTP liveness probe on
+    it kills the agent (and every reply in flight), a TCP one leaves it running."""
+    name = "proj-live-api"
+    body = deployment_manifest(name, env=agent_env)
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    container["livenessProbe"] = {**liveness, "periodSeconds": 1, "failureThreshold": 1}
+    await kube.apply_deployment(namespace, body)
+    await kube.wait_ready(namespace, name)
+    sim.set_agent_database_outage(True)
+    try:
+        await asyncio.sleep(2.5)  # two liveness periods
+    finally:
+        sim.set_agent_database_outage(False)
+    pods = await kube.core.list_namespaced_pod(
+        namespace, label_selector=f"app.kubernetes.io/instance={name}"
+    )
+    status = pods.items[0].status.container_statuses[0]
+    assert (status.restart_count > 0) is restarted
+    if restarted:
+        assert status.last_state.terminated.exit_code == 137
+        events = await kube.core.list_namespaced_event(namespace)
+        assert any("failed liveness probe" in (e.message or "") for e in events.items)
