@@ -654,3 +654,23 @@ async def test_an_unhealthy_agents_answer_is_reported_without_its_secrets(
         assert MONGO_PASSWORD_MARKER not in unhealthy.value.message
         assert "mongodb" not in unhealthy.value.message.lower()
         await http.post(url(project, "deactivate"))
+
+
+async def test_an_approval_mode_in_the_agents_config_cannot_hang_a_tool_call(
+    console_env: dict[str, str],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The API has no route to approve a tool call: GOOSE_MODE=auto in the environment wins
+    over the config.yaml's mode, so the reply completes instead of hanging."""
+    config = tmp_path / "config.yaml"
+    config.write_text("GOOSE_MODE: approve\n")
+    monkeypatch.setenv("GOOSEUI_GOOSE_CONFIG", str(config))
+    async with live_console(request) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+        project = (await http.post("/users/alice/projects", json={"name": "Tools"})).json()
+        project = (await http.post(url(project, "activate"))).json()
+        events = await asyncio.wait_for(reply(http, project, "please use a tool"), 8)
+        kinds = [e["type"] for e in events]
+        assert "tool_request" in kinds and "tool_confirmation" not in kinds
+        assert kinds[-1] == "complete"
