@@ -32,10 +32,10 @@ from gooseui.goose import GooseClient, GooseUnreachable
 from gooseui.logs import log
 from gooseui.models import Project, Status
 from gooseui.store import ProjectStore
+from gooseui.textrules import message_problem
 
 logger = logging.getLogger("gooseui.chat")
 
-MAX_MESSAGE_BYTES = 64 * 1024
 KNOWN_SESSIONS = 10_000
 KEEPALIVE_SECONDS = 15.0
 KEEPALIVE = b": keep-alive\n\n"
@@ -371,20 +371,10 @@ class ChatService:
 
     @staticmethod
     def check_message(message: str) -> None:
-        if not isinstance(message, str) or not message.strip():
-            raise Invalid("The message must not be empty.", code="EmptyMessage")
-        try:
-            size = len(message.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise Invalid(
-                "The message must be Unicode text (it holds a lone surrogate).",
-                code="InvalidMessage",
-            ) from None
-        if size > MAX_MESSAGE_BYTES:
-            raise Invalid(
-                f"The message is {size} bytes; at most {MAX_MESSAGE_BYTES} are allowed.",
-                code="MessageTooLarge",
-            )
+        if not isinstance(message, str):
+            raise Invalid("The message must be text.", code="InvalidMessage")
+        if problem := message_problem(message):
+            raise Invalid(problem[1], code=problem[0])
 
     async def _new_session(self, project: Project, endpoint: str) -> str:
         try:

@@ -19,6 +19,8 @@ import yaml
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gooseui.textrules import MAX_MESSAGE
+
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # `<prefix><uid>` must stay a DNS label (63 characters); project ids are 8 characters, so
 # `proj-<pid>-api` is always short enough.
@@ -126,8 +128,10 @@ class Settings(BaseSettings):
     route_allow_cidrs: str | None = None
     # how long the agent's health check may fail after the pod is ready
     health_timeout: float = Field(15.0, gt=0)
-    # the largest request body any route reads (413 BodyTooLarge above it)
-    max_body: int = Field(1024 * 1024, ge=64 * 1024 + 1024, le=64 * 1024 * 1024)
+    # the largest request body any route reads (413 BodyTooLarge above it); never so small
+    # that the longest message, every character JSON-escaped (12 bytes for `\ud83e\udebf`),
+    # is refused
+    max_body: int = Field(1024 * 1024, ge=12 * MAX_MESSAGE + 1024, le=64 * 1024 * 1024)
     keep_namespaces: bool = False
     # an unschedulable pod may be waiting for the cluster autoscaler to add a node
     unschedulable_grace: float = Field(180.0, ge=0)

@@ -8,9 +8,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gooseui import textrules
 from gooseui.config import User
 
-__all__ = ["MessageIn", "NameIn", "Project", "SessionOut", "Status", "User"]
+__all__ = [
+    "ChatEvent",
+    "MessageIn",
+    "NameIn",
+    "ProgressEvent",
+    "Project",
+    "SessionOut",
+    "Status",
+    "User",
+]
 
 
 class Status(StrEnum):
@@ -52,19 +62,69 @@ class Project(BaseModel):
         return cls.model_validate({k: v for k, v in doc.items() if k in cls.model_fields})
 
 
-class NameIn(BaseModel):
-    """Body of project create and rename; the name's rules live in the service."""
+# published, not enforced by pydantic: the service checks them and answers with its own codes
+def _name_schema(schema: dict[str, Any]) -> None:
+    schema.update(minLength=1, pattern=textrules.name_pattern())
 
-    name: str
+
+def _message_schema(schema: dict[str, Any]) -> None:
+    schema.update(minLength=1, maxLength=textrules.MAX_MESSAGE, pattern=textrules.message_pattern())
+
+
+class NameIn(BaseModel):
+    """Body of project create and rename.
+
+    The service checks the name (and says which rule failed); the schema publishes the
+    same rules, generated from `textrules`, so that the two cannot drift apart.
+    """
+
+    name: str = Field(
+        description=(
+            f"1 to {textrules.MAX_NAME} characters once surrounding whitespace is trimmed; "
+            "no control or format characters, no line separators. Stored trimmed and in NFC; "
+            "unique per user regardless of case."
+        ),
+        json_schema_extra=_name_schema,
+    )
 
 
 class MessageIn(BaseModel):
     """Body of a chat message; `session_id` picks a conversation other than the current one."""
 
-    message: str
+    message: str = Field(
+        description=(f"Not blank; at most {textrules.MAX_MESSAGE} characters; no lone surrogates."),
+        json_schema_extra=_message_schema,
+    )
     # a token, never a path: the id goes into the agent's URL (no `.`, `..`, `/` or `%`)
     session_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 
 class SessionOut(BaseModel):
     session_id: str
+
+
+class ProgressEvent(BaseModel):
+    """One event of `GET …/events`: the project's status, and the step that moved it."""
+
+    user_id: str
+    project_id: str
+    status: Status
+    step: str = Field(description="`current` for the first event, then the lifecycle's step.")
+    message: str
+    reason: str | None = Field(None, description="Why a project failed, e.g. ImagePullFailed.")
+    at: datetime
+
+
+class ChatEvent(BaseModel):
+    """One event of a reply: `session` first, then the agent's own events unchanged.
+
+    The agent's types include `message` (`content.content` is a text delta to append),
+    `tool_request`, `tool_response`, `thinking`, `error` and `complete`; a client must
+    ignore types it does not know. A failure after the stream started is an `error` event
+    with `content.message` and `content.code`.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    content: dict[str, Any]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
-import unicodedata
 
 from gooseui.chat import ChatService, Reply
 from gooseui.config import DNS_LABEL, Settings, User
@@ -18,10 +17,9 @@ from gooseui.events import EventBus, ProjectEvent
 from gooseui.lifecycle import Lifecycle
 from gooseui.models import Project, Status
 from gooseui.store import DuplicateProjectId, ProjectStore, name_key, now
+from gooseui.textrules import name_problem, normal_name
 
 logger = logging.getLogger("gooseui.service")
-
-MAX_NAME = 100
 
 
 def new_project_id() -> str:
@@ -30,25 +28,11 @@ def new_project_id() -> str:
 
 
 def clean_name(raw: str) -> str:
-    """Trim a project name, check it and bring it to NFC, raising `Invalid` with the reason."""
-    name = raw.strip() if isinstance(raw, str) else ""
-    if not name:
-        raise Invalid("The project name must not be empty.", code="InvalidName")
-    if any("\ud800" <= c <= "\udfff" for c in name):
-        raise Invalid(
-            "The project name must be Unicode text (it holds a lone surrogate).",
-            code="InvalidName",
-        )
-    # one name, one spelling: `café` typed precomposed or decomposed is the same project
-    name = unicodedata.normalize("NFC", name)
-    if len(name) > MAX_NAME:
-        raise Invalid(
-            f"The project name must be at most {MAX_NAME} characters (it has {len(name)}).",
-            code="InvalidName",
-        )
-    if any(unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"} for c in name):
-        raise Invalid("The project name must not contain control characters.", code="InvalidName")
-    return name
+    """Check a project name and give its stored spelling, raising `Invalid` with the reason."""
+    problem = name_problem(raw) if isinstance(raw, str) else "The project name must be text."
+    if problem:
+        raise Invalid(problem, code="InvalidName")
+    return normal_name(raw)
 
 
 class ProjectService:
