@@ -19,11 +19,20 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from gooseui.chat import Reply
 from gooseui.errors import GooseUIError
 from gooseui.events import ProjectEvent
-from gooseui.models import MessageIn, NameIn, Project, SessionOut, User
+from gooseui.models import (
+    ChatEvent,
+    MessageIn,
+    NameIn,
+    ProgressEvent,
+    Project,
+    SessionOut,
+    User,
+)
 from gooseui.service import ProjectService
 
 KEEPALIVE_SECONDS = 15.0
@@ -44,6 +53,32 @@ Service = Annotated[ProjectService, Depends(_service)]
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
+
+
+_EVENT_MODELS: list[type[BaseModel]] = []
+
+
+def _event_stream(model: type[BaseModel], description: str) -> dict[str, Any]:
+    """A 200 of server-sent events whose `data:` lines are each one JSON `model`.
+
+    OpenAPI 3.1 has no word for a stream's items, so `schema` describes one event as the
+    OpenAPI 3.2 convention (and Schemathesis) read it: `{"data": str, "event"?, "id"?}`,
+    with `data`'s JSON named by `contentSchema`.
+    """
+    _EVENT_MODELS.append(model)
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": f"#/components/schemas/{model.__name__}"},
+            },
+            "event": {"type": "string", "const": "message"},
+        },
+    }
+    return {"description": description, "content": {"text/event-stream": {"schema": event}}}
 
 
 router = APIRouter()
@@ -136,7 +171,14 @@ async def deactivate(user_id: str, project_id: str, service: Service) -> Project
 @router.get(
     "/users/{user_id}/projects/{project_id}/events",
     tags=["lifecycle"],
-    responses={200: {"content": {"text/event-stream": {}}}, **_errors(404)},
+    responses={
+        200: _event_stream(
+            ProgressEvent,
+            "The current status first (`step` = `current`), then every change; "
+            "`: keep-alive` comments every 15 s. Ends after `deleted`.",
+        ),
+        **_errors(404),
+    },
 )
 async def events(
     user_id: str, project_id: str, request: Request, service: Service
@@ -184,7 +226,14 @@ def _sse(event: ProjectEvent) -> bytes:
 @router.post(
     "/users/{user_id}/projects/{project_id}/messages",
     tags=["chat"],
-    responses={200: {"content": {"text/event-stream": {}}}, **_errors(404, 409, 422, 502, 504)},
+    responses={
+        200: _event_stream(
+            ChatEvent,
+            "`session` first, then the agent's events whole and unchanged, ending with "
+            "`complete` (or `error`); `: keep-alive` comments while the agent is silent.",
+        ),
+        **_errors(404, 409, 422, 502, 504),
+    },
 )
 async def send_message(
     user_id: str, project_id: str, body: MessageIn, service: Service
@@ -315,12 +364,24 @@ def create_api(runtime: Any) -> FastAPI:
     return api
 
 
+_ALWAYS = {
+    "500": "An unexpected error; `detail` names it and the log has the request's id.",
+}
+_BODY = {
+    "400": "The body is not JSON (or not UTF-8).",
+    "413": "The request body is larger than GOOSEUI_MAX_BODY.",
+}
+_DATABASE = {"503": "MongoDB does not answer, or refused the credentials in MONGO_URI."}
+
+
 def truthful_openapi(api: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document as the server answers: every error is an `ErrorBody`.
+    """The OpenAPI document as the server answers.
 
     FastAPI documents 422 as its own `HTTPValidationError` (a list of errors), but the
-    console answers `{"detail", "code"}`; and a route with a body can answer 413 from the
-    body limit, before FastAPI sees the request.
+    console answers `{"detail", "code"}` for every error. Statuses that come from outside
+    the route are added where they can happen: 400 and 413 for a body (from the body parser
+    and the body limit), 503 where MongoDB is read, 500 everywhere. Event streams document
+    their events, not a JSON body.
     """
     if api.openapi_schema:
         return api.openapi_schema
@@ -328,19 +389,27 @@ def truthful_openapi(api: FastAPI) -> dict[str, Any]:
         title=api.title, version=api.version, summary=api.summary, routes=api.routes
     )
     error = {"$ref": "#/components/schemas/ErrorBody"}
-    for operations in schema.get("paths", {}).values():
+    for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             for response in responses.values():
-                body = (response.get("content") or {}).get("application/json") or {}
+                content = response.get("content") or {}
+                if "text/event-stream" in content:
+                    content.pop("application/json", None)
+                body = content.get("application/json") or {}
                 if str((body.get("schema") or {}).get("$ref", "")).endswith("/HTTPValidationError"):
                     body["schema"] = dict(error)
                     response["description"] = "Invalid request: `detail` names the field."
+            extra = dict(_ALWAYS)
             if "requestBody" in operation:
+                extra |= _BODY
+            if path.startswith("/users/{user_id}"):
+                extra |= _DATABASE
+            for status, description in extra.items():
                 responses.setdefault(
-                    "413",
+                    status,
                     {
-                        "description": "The request body is larger than GOOSEUI_MAX_BODY.",
+                        "description": description,
                         "content": {"application/json": {"schema": dict(error)}},
                     },
                 )
@@ -348,6 +417,10 @@ def truthful_openapi(api: FastAPI) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    for model in _EVENT_MODELS:
+        event = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(event.pop("$defs", {}))
+        components.setdefault(model.__name__, event)
     api.openapi_schema = schema
     return schema
 
@@ -371,6 +444,20 @@ class ApiDispatcher:
             await self.nicegui(scope, receive, send)
 
 
+def allowed_methods(app: FastAPI, scope: Any) -> list[str]:
+    """Every method some route of `scope`'s path answers, OPTIONS included.
+
+    Starlette's 405 names only the first route that matched the path; a path served by
+    several routes (GET and POST on one collection) supports all of theirs.
+    """
+    methods = {"OPTIONS"}
+    # `router` is included without a prefix; FastAPI wraps it, so its routes are read here
+    for route in [*app.router.routes, *router.routes]:
+        if isinstance(route, Route) and route.matches(scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error a `{"detail", "code"}` body."""
 
@@ -380,10 +467,28 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        for error in exc.errors():
+            if error.get("type") == "json_invalid":
+                reason = (error.get("ctx") or {}).get("error") or error.get("msg")
+                where = error.get("loc", ())[-1]
+                detail = f"The request body is not JSON: {reason} at character {where}."
+                return _error(400, detail, "InvalidBody")
         return _error(422, _describe_validation(exc), "InvalidRequest")
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:  # FastAPI could not read the body at all
+            return _error(400, "The request body is not UTF-8 JSON.", "InvalidBody")
+        if exc.status_code == 405:
+            allow = ", ".join(allowed_methods(app, request.scope))
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers={"Allow": allow})
+            return _error(
+                405,
+                f"{request.method} is not allowed here; allowed: {allow}.",
+                "MethodNotAllowed",
+                {"Allow": allow},
+            )
         return _error(
             exc.status_code,
             str(exc.detail),

@@ -8,6 +8,7 @@ test client) awaits before serving anything.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -75,11 +76,15 @@ def build(
         # garbage collector's full passes, which otherwise stall the loop for ~100 ms each.
         gc.collect()
         gc.freeze()
+        # the OpenAPI document lists Unicode's character classes (~0.3 s of CPU): made in a
+        # thread now, not on the event loop by the first request for it
+        warm = asyncio.create_task(asyncio.to_thread(rest.openapi))
         try:
             async with _NICEGUI_LIFESPAN(fastapi_app):
                 yield
         finally:
             await runtime.stop()
+            await warm
 
     app.router.lifespan_context = lifespan
     return runtime

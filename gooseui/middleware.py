@@ -34,11 +34,13 @@ class CorrelationMiddleware:
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
+        answered = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
+                answered = True
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
                 headers.append((HEADER, rid.encode("latin-1")))
                 message["headers"] = headers
@@ -46,6 +48,14 @@ class CorrelationMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Starlette re-raises what its 500 handler answered (and logged), so that servers
+            # can log it again; once is enough, and the server's copy has no request id.
+            if not answered:
+                logger.error("unexpected error", exc_info=exc)
+                await _internal_error(send_with_id, exc)
+            elif status != 500:
+                logger.error("response failed after it started", exc_info=exc)
         finally:
             path: str = scope.get("path", "")
             if not path.startswith(_QUIET_PREFIXES):
@@ -58,6 +68,23 @@ class CorrelationMiddleware:
                     ms=round((time.perf_counter() - started) * 1000, 1),
                 )
             request_id.reset(token)
+
+
+async def _internal_error(send: Send, exc: Exception) -> None:
+    body = json.dumps(
+        {"detail": f"Internal error: {type(exc).__name__}"[:300], "code": "InternalError"}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodyTooLarge(Exception):

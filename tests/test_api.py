@@ -134,7 +134,7 @@ async def test_delete_in_transition_is_refused(
         ("POST", "/users/alice/projects", {"name": "a\nb"}, 422, "InvalidName"),
         ("POST", "/users/alice/projects", {}, 422, "InvalidRequest"),
         ("POST", "/users/alice/projects", {"name": 5}, 422, "InvalidRequest"),
-        ("POST", "/users/alice/projects", "not json", 422, "InvalidRequest"),
+        ("POST", "/users/alice/projects", "not json", 400, "InvalidBody"),
         ("PATCH", "/users/alice/projects", None, 405, "MethodNotAllowed"),
     ],
 )
@@ -309,3 +309,90 @@ async def test_openapi_errors_are_the_bodies_the_server_sends(client: httpx.Asyn
     # and the server does answer a 422 that way
     bad = await client.post("/users/alice/projects", json={"name": 5})
     assert bad.status_code == 422 and set(bad.json()) == {"detail", "code"}
+
+
+async def test_options_and_405_name_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    """`Allow` lists what the path supports, not just the first route that matched it."""
+    options = await client.options("/users/alice/projects")
+    assert options.status_code == 204
+    assert options.headers["allow"] == "GET, OPTIONS, POST"
+    patch = await client.patch("/users/alice/projects/abcdefgh", json={"name": "x"})
+    body = assert_error(patch, 405, "MethodNotAllowed")
+    assert patch.headers["allow"] == "DELETE, GET, OPTIONS, PUT"
+    assert "PATCH" in body["detail"] and "x-request-id" in patch.headers
+    messages = await client.options("/users/alice/projects/abcdefgh/messages")
+    assert messages.headers["allow"] == "GET, OPTIONS, POST"
+    assert (await client.get("/users/alice/projects")).json() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"name": ', b"\xff\xfe{}", b'{"name": "x"', b"\x00"],
+    ids=["cut", "utf16", "open", "nul"],
+)
+async def test_undecodable_bodies_are_400(client: httpx.AsyncClient, body: bytes) -> None:
+    headers = {"content-type": "application/json"}
+    response = await client.post("/users/alice/projects", content=body, headers=headers)
+    assert_error(response, 400, "InvalidBody")
+    assert (await client.get("/users/alice/projects")).json() == []
+    # a body of the wrong shape is still 422
+    wrong = await client.post("/users/alice/projects", json=["name"])
+    assert_error(wrong, 422, "InvalidRequest")
+
+
+async def test_a_500_carries_the_request_id(
+    client: httpx.AsyncClient, console_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record the console cannot read (written by hand, say) is a 500 with an id to grep."""
+    from gooseui.store import create_client
+
+    from .conftest import new_doc
+
+    mongo = create_client(console_env["MONGO_URI"])
+    try:
+        doc = new_doc(project_id="corrupt1", status="no-such-status")
+        await mongo[console_env["MONGO_DB"]]["projects"].insert_one(doc)
+    finally:
+        await mongo.close()
+    caplog.set_level(logging.INFO)
+    response = await client.get("/users/alice/projects/corrupt1", headers={"x-request-id": "r500"})
+    assert_error(response, 500, "InternalError")
+    assert response.headers["x-request-id"] == "r500"
+    logged = [r for r in caplog.records if getattr(r, "request_id", None) == "r500"]
+    assert any(r.getMessage() == "unexpected error" for r in logged), logged
+
+
+async def test_openapi_publishes_the_rules_and_the_streams(client: httpx.AsyncClient) -> None:
+    """Field rules, 400/500/503, and event streams documented as `text/event-stream` events."""
+    import re
+
+    from gooseui import textrules
+
+    document = (await client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    name = schemas["NameIn"]["properties"]["name"]
+    assert name["pattern"] == textrules.name_pattern() and name["minLength"] == 1
+    message = schemas["MessageIn"]["properties"]["message"]
+    assert message["maxLength"] == textrules.MAX_MESSAGE
+    assert re.search(message["pattern"], " x ") and not re.search(message["pattern"], " \t\n")
+    create = document["paths"]["/users/{user_id}/projects"]["post"]["responses"]
+    assert {"400", "404", "409", "413", "422", "500", "503"} <= set(create)
+    for path, model in [
+        ("/users/{user_id}/projects/{project_id}/events", "ProgressEvent"),
+        ("/users/{user_id}/projects/{project_id}/messages", "ChatEvent"),
+    ]:
+        operation = document["paths"][path]["post" if model == "ChatEvent" else "get"]
+        content = operation["responses"]["200"]["content"]
+        assert list(content) == ["text/event-stream"], path
+        data = content["text/event-stream"]["schema"]["properties"]["data"]
+        assert data["contentSchema"] == {"$ref": f"#/components/schemas/{model}"}
+        assert model in schemas
+    assert set(schemas["ProgressEvent"]["properties"]) == {
+        "user_id",
+        "project_id",
+        "status",
+        "step",
+        "message",
+        "reason",
+        "at",
+    }
