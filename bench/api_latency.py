@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import console, pct
+from common import console, mongodb_ready, pct
 
 from gooseui.embedded import EmbeddedMongo
 from gooseui.service import new_project_id
@@ -65,10 +65,6 @@ async def baseline(requests: int, data: Path) -> dict[str, float]:
 
 
 def served(requests: int, data: Path) -> dict[str, float]:
-    def mongodb_ready(response: httpx.Response) -> bool:
-        # no cluster here: ready as far as this bench goes once MongoDB is
-        return bool(response.json()["checks"]["mongodb"]["ok"])
-
     started = time.perf_counter()
     result: dict[str, float] = {}
     with (

@@ -54,6 +54,11 @@ def _ready(response: httpx.Response) -> bool:
     return response.status_code == 200
 
 
+def mongodb_ready(response: httpx.Response) -> bool:
+    """Ready as far as a bench without a cluster goes: MongoDB answers."""
+    return bool(response.json()["checks"]["mongodb"]["ok"])
+
+
 @contextmanager
 def console(
     data_dir: Path,
@@ -62,7 +67,20 @@ def console(
     ready: Callable[[httpx.Response], bool] = _ready,
     **env: str,
 ) -> Iterator[str]:
-    """`gooseui` in a child process on a free loopback port; yields its base URL once ready.
+    """`gooseui` in a child process on a free loopback port; yields its base URL once ready."""
+    with console_process(data_dir, log=log, ready=ready, **env) as (base, _):
+        yield base
+
+
+@contextmanager
+def console_process(
+    data_dir: Path,
+    *,
+    log: Path | None = None,
+    ready: Callable[[httpx.Response], bool] = _ready,
+    **env: str,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`gooseui` in a child process on a free loopback port: its base URL and process.
 
     `env` adds environment variables (e.g. KUBECONFIG); the caller's GOOSEUI_/MONGO_ ones
     are dropped so that the bench measures defaults.
@@ -75,10 +93,10 @@ def console(
         with database() as agents:
             data_dir.mkdir(parents=True, exist_ok=True)
             env_file = agent_env(data_dir / "agent.env", agents)
-            with console(
+            with console_process(
                 data_dir, log=log, ready=ready, GOOSEUI_GOOSE_ENV_FILE=str(env_file), **env
-            ) as base:
-                yield base
+            ) as running:
+                yield running
         return
     port = free_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOSEUI_", "MONGO_"))}
@@ -101,7 +119,7 @@ def console(
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the console did not become ready")
             time.sleep(0.02)
-        yield base
+        yield base, process
     finally:
         process.terminate()
         process.wait(20)
