@@ -360,7 +360,8 @@ def create_api(runtime: Any) -> FastAPI:
     api.router.redirect_slashes = False
     api.include_router(router)
     install_error_handlers(api)
-    api.openapi = lambda: truthful_openapi(api)  # type: ignore[method-assign]
+    users = [user.id for user in runtime.settings.user_list()] if runtime is not None else []
+    api.openapi = lambda: truthful_openapi(api, users)  # type: ignore[method-assign]
     return api
 
 
@@ -374,14 +375,14 @@ _BODY = {
 _DATABASE = {"503": "MongoDB does not answer, or refused the credentials in MONGO_URI."}
 
 
-def truthful_openapi(api: FastAPI) -> dict[str, Any]:
+def truthful_openapi(api: FastAPI, users: list[str] | None = None) -> dict[str, Any]:
     """The OpenAPI document as the server answers.
 
     FastAPI documents 422 as its own `HTTPValidationError` (a list of errors), but the
     console answers `{"detail", "code"}` for every error. Statuses that come from outside
     the route are added where they can happen: 400 and 413 for a body (from the body parser
     and the body limit), 503 where MongoDB is read, 500 everywhere. Event streams document
-    their events, not a JSON body.
+    their events, not a JSON body. `user_id` has this console's users as examples.
     """
     if api.openapi_schema:
         return api.openapi_schema
@@ -400,6 +401,9 @@ def truthful_openapi(api: FastAPI) -> dict[str, Any]:
                 if str((body.get("schema") or {}).get("$ref", "")).endswith("/HTTPValidationError"):
                     body["schema"] = dict(error)
                     response["description"] = "Invalid request: `detail` names the field."
+            for parameter in operation.get("parameters", []):
+                if parameter.get("name") == "user_id" and users:
+                    parameter.setdefault("schema", {})["examples"] = list(users)
             extra = dict(_ALWAYS)
             if "requestBody" in operation:
                 extra |= _BODY
