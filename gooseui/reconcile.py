@@ -1,10 +1,18 @@
-"""Start-up reconciliation of MongoDB with the cluster (DESIGN section 4).
+"""Reconciliation of MongoDB with the cluster (DESIGN section 4), at start and then again.
 
-A console that stopped mid-transition leaves a status nobody will finish; an operator with
-kubectl may have removed or scaled objects. At start the console compares its records with
-the Deployments it manages, fixes statuses from what the cluster says, and reports objects
-it has no record of. It changes statuses and may scale an interrupted activation back to 0;
-it never deletes anything.
+A record is the desired state; the Deployments the console manages are the actual one. A
+pass compares them and acts until they agree, level-triggered: whatever left them apart (a
+console that stopped mid-transition, a status write MongoDB lost, a scale-down the API
+server refused, kubectl) the next pass sees only the difference.
+
+- A transition no task works on (`activating`, `deactivating`) is resumed: the activation
+  runs again from the top (every step is idempotent), the deactivation likewise.
+- A project that should not run (`inactive`, `failed`) but whose Deployment has replicas is
+  scaled to 0; its status and failure reason stay as they are.
+- What repair would destroy or guess at is reported, never acted on: an `active` project
+  whose Deployment is gone or at 0 becomes `failed` (`Drift`), an interrupted deletion
+  becomes `failed` (`Interrupted`) for the operator to repeat, and Deployments without a
+  record are listed as orphans. Nothing is ever deleted here.
 """
 
 from __future__ import annotations
@@ -15,9 +23,10 @@ from typing import Any
 
 from gooseui.cluster import manifests
 from gooseui.cluster.environment import Environments, replicas_of
-from gooseui.events import EventBus, ProjectEvent
+from gooseui.events import ProjectEvent
+from gooseui.lifecycle import Lifecycle
 from gooseui.logs import log
-from gooseui.models import Status
+from gooseui.models import Project, Status
 from gooseui.store import ProjectStore
 
 logger = logging.getLogger("gooseui.reconcile")
@@ -43,7 +52,13 @@ class Report:
         return {**asdict(self), "summary": self.summary()}
 
 
-async def reconcile(store: ProjectStore, envs: Environments, bus: EventBus) -> Report:
+async def reconcile(
+    store: ProjectStore,
+    envs: Environments,
+    lifecycle: Lifecycle,
+    reported: set[str] | None = None,
+) -> Report:
+    """One pass; `reported` holds the drift and orphan lines already logged (not repeated)."""
     report = Report()
     # only namespaces with this console's prefix are its own; another console may share the cluster
     prefix = envs.settings.namespace_prefix
@@ -55,93 +70,94 @@ async def reconcile(store: ProjectStore, envs: Environments, bus: EventBus) -> R
     known: set[tuple[str, str]] = set()
     for doc in await store.list_all():
         report.checked += 1
-        uid, pid, status = doc["user_id"], doc["project_id"], doc["status"]
+        uid, pid = doc["user_id"], doc["project_id"]
         key = (envs.namespace(uid), manifests.object_name(pid))
         known.add(key)
-        deployment = deployments.get(key)
-        label = f"{uid}/{pid}"
-
-        async def set_status(
-            new: Status,
-            reason: str | None,
-            message: str | None,
-            extra: dict[str, Any] | None = None,
-            *,
-            _doc: dict = doc,
-        ) -> None:
-            changes = {
-                "status": str(new),
-                "status_reason": reason,
-                "status_message": message,
-                **(extra or {}),
-            }
-            if await store.compare_and_set(
-                _doc["user_id"], _doc["project_id"], [Status(_doc["status"])], changes
-            ):
-                bus.publish(
-                    ProjectEvent(
-                        _doc["user_id"],
-                        _doc["project_id"],
-                        str(new),
-                        "reconciled",
-                        message or str(new),
-                        reason,
-                    )
-                )
-
-        if status == Status.ACTIVATING:
-            # nobody finishes the activation now: back to 0 so that `failed` is the truth
-            if deployment and replicas_of(deployment):
-                await envs.scale(uid, pid, 0)
-            await set_status(
-                Status.FAILED,
-                "Interrupted",
-                "The console restarted during activation; activate again.",
-                {"desired_replicas": 0, "endpoint": None},
-            )
-            report.fixed.append(f"{label}: activating -> failed (Interrupted)")
-        elif status == Status.DEACTIVATING:
-            if deployment and replicas_of(deployment):
-                await envs.scale(uid, pid, 0)
-            await set_status(Status.INACTIVE, None, None, {"endpoint": None})
-            report.fixed.append(f"{label}: deactivating -> inactive")
-        elif status == Status.DELETING:
-            await set_status(
-                Status.FAILED, "Interrupted", "The console restarted during deletion; delete again."
-            )
-            report.fixed.append(f"{label}: deleting -> failed (Interrupted)")
-        elif status == Status.ACTIVE:
-            if deployment is None:
-                await set_status(
-                    Status.FAILED,
-                    "Drift",
-                    "The environment's Deployment is gone from the cluster.",
-                    {"endpoint": None, "desired_replicas": 0},
-                )
-                report.drift.append(f"{label}: active but its Deployment is gone")
-            elif not replicas_of(deployment):
-                await set_status(
-                    Status.FAILED,
-                    "Drift",
-                    "The environment was scaled to 0 outside the console.",
-                    {"endpoint": None, "desired_replicas": 0},
-                )
-                report.drift.append(f"{label}: active but scaled to 0")
-        elif deployment is not None and replicas_of(deployment):
-            report.drift.append(
-                f"{label}: {status} but its Deployment runs {replicas_of(deployment)} replica(s)"
+        if lifecycle.running(uid, pid):
+            continue  # this process is working on it: its task will settle the status
+        try:
+            await _converge(store, envs, lifecycle, doc, deployments.get(key), report)
+        except Exception as exc:  # one project's trouble is not the pass's
+            log(
+                logger,
+                "reconcile.repair_failed",
+                logging.WARNING,
+                user_id=uid,
+                project_id=pid,
+                error=getattr(exc, "detail", None) or str(exc),
             )
     for key in deployments.keys() - known:
         report.orphans.append(f"{key[0]}/{key[1]}")
+    seen = reported if reported is not None else set()
     for line in report.drift:
-        log(logger, "reconcile.drift", logging.WARNING, detail=line)
+        if line not in seen:
+            log(logger, "reconcile.drift", logging.WARNING, detail=line)
     for line in report.orphans:
-        log(
-            logger,
-            "reconcile.orphan",
-            logging.WARNING,
-            deployment=line,
-            note="no project record; left untouched",
-        )
-    log(logger, "reconcile.done", summary=report.summary())
+        if line not in seen:
+            log(
+                logger,
+                "reconcile.orphan",
+                logging.WARNING,
+                deployment=line,
+                note="no project record; left untouched",
+            )
+    seen.update(report.drift, report.orphans)
+    if reported is None or report.fixed:
+        log(logger, "reconcile.done", summary=report.summary())
     return report
+
+
+async def _converge(
+    store: ProjectStore,
+    envs: Environments,
+    lifecycle: Lifecycle,
+    doc: dict[str, Any],
+    deployment: dict[str, Any] | None,
+    report: Report,
+) -> None:
+    uid, pid, status = doc["user_id"], doc["project_id"], Status(doc["status"])
+    label = f"{uid}/{pid}"
+    running = replicas_of(deployment) if deployment is not None else 0
+
+    async def set_status(
+        new: Status, reason: str | None, message: str, extra: dict[str, Any] | None = None
+    ) -> None:
+        changes = {"status": str(new), "status_reason": reason, "status_message": message}
+        if await store.compare_and_set(uid, pid, [status], {**changes, **(extra or {})}):
+            lifecycle.bus.publish(ProjectEvent(uid, pid, str(new), "reconciled", message, reason))
+
+    if status == Status.ACTIVATING:
+        # the operator asked for it to run and nobody is making it so: make it so
+        await lifecycle.activate(Project.from_document(doc), wait=False)
+        report.fixed.append(f"{label}: activating with no task -> activation resumed")
+    elif status == Status.DEACTIVATING:
+        await lifecycle.deactivate(Project.from_document(doc), wait=False)
+        report.fixed.append(f"{label}: deactivating with no task -> deactivation resumed")
+    elif status == Status.DELETING:
+        await set_status(
+            Status.FAILED,
+            "Interrupted",
+            "The deletion was interrupted (the console restarted); delete again.",
+        )
+        report.fixed.append(f"{label}: deleting -> failed (Interrupted)")
+    elif status == Status.ACTIVE and deployment is None:
+        await set_status(
+            Status.FAILED,
+            "Drift",
+            "The environment's Deployment is gone from the cluster.",
+            {"endpoint": None, "desired_replicas": 0},
+        )
+        report.drift.append(f"{label}: active but its Deployment is gone")
+    elif status == Status.ACTIVE and not running:
+        await set_status(
+            Status.FAILED,
+            "Drift",
+            "The environment was scaled to 0 outside the console.",
+            {"endpoint": None, "desired_replicas": 0},
+        )
+        report.drift.append(f"{label}: active but scaled to 0")
+    elif status in (Status.INACTIVE, Status.FAILED) and running:
+        # e.g. the scale-down of a failed activation was refused: its pod must not run on
+        await envs.scale(uid, pid, 0)
+        log(logger, "reconcile.scaled_down", user_id=uid, project_id=pid, replicas=running)
+        report.fixed.append(f"{label}: {status} but ran {running} replica(s) -> scaled to 0")

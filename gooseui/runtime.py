@@ -101,6 +101,8 @@ class Runtime:
         self.goose: GooseClient | None = None
         self.lifecycle: Lifecycle | None = None
         self.reconciliation: Report | None = None
+        self._reported: set[str] = set()  # drift and orphan lines already logged
+        self._reconciler: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagMonitor()
 
     @property
@@ -164,6 +166,10 @@ class Runtime:
         )
         if environments is not None:
             await self._reconcile(store, environments)
+            if settings.reconcile_interval > 0:
+                self._reconciler = asyncio.create_task(
+                    self._reconcile_forever(store, environments), name="reconciler"
+                )
         else:
             log(logger, "cluster.unconfigured", logging.WARNING, problem=info.problem)
         log(
@@ -175,10 +181,19 @@ class Runtime:
             ms=round((time.perf_counter() - started) * 1000),
         )
 
+    async def _reconcile_forever(self, store: ProjectStore, environments: Environments) -> None:
+        """A pass every GOOSEUI_RECONCILE_INTERVAL seconds: what went apart is brought back."""
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval)
+            await self._reconcile(store, environments)
+
     async def _reconcile(self, store: ProjectStore, environments: Environments) -> None:
+        assert self.lifecycle is not None
         try:
             async with asyncio.timeout(RECONCILE_SECONDS):
-                self.reconciliation = await reconcile(store, environments, self.bus)
+                self.reconciliation = await reconcile(
+                    store, environments, self.lifecycle, self._reported
+                )
         except Exception as exc:  # e.g. RBAC refusing a cluster-wide list: report, serve on
             detail = (
                 exc.detail
@@ -192,6 +207,10 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.loop_lag.stop()
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            await asyncio.gather(self._reconciler, return_exceptions=True)
+            self._reconciler = None
         if self.lifecycle is not None:
             await self.lifecycle.close()
         if self.goose is not None:

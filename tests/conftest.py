@@ -141,6 +141,9 @@ def console_env(
         "NAMESPACE_PREFIX": f"t{uuid.uuid4().hex[:6]}-",
         "GOOSEUI_UNSCHEDULABLE_GRACE": "0",
         "GOOSEUI_ACTIVATION_TIMEOUT": "20",
+        # passes after the start-up one only where a test asks: a test that arranges a state
+        # by hand must not race a pass that repairs it
+        "GOOSEUI_RECONCILE_INTERVAL": "0",
         "GOOSEUI_GOOSE_ENV_FILE": str(write_agent_env(tmp_path / "agent.env", mongo_uri)),
     }
     for name, value in env.items():

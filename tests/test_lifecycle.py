@@ -40,6 +40,16 @@ async def new_project(client: httpx.AsyncClient, name: str = "Env", user: str = 
     return response.json()
 
 
+async def settled(client: httpx.AsyncClient, project: dict[str, Any], seconds: float = 30) -> dict:
+    """The project once no transition is under way (or as it is after `seconds`)."""
+    for _ in range(int(seconds * 20)):
+        stored = (await client.get(url(project))).json()
+        if stored["status"] not in ("activating", "deactivating", "deleting"):
+            return stored
+        await asyncio.sleep(0.05)
+    return stored
+
+
 def url(project: dict[str, Any], action: str = "") -> str:
     base = f"/users/{project['user_id']}/projects/{project['project_id']}"
     return f"{base}/{action}" if action else base
@@ -370,15 +380,15 @@ async def test_restart_mid_activation_is_reconciled(
             if await pods(kube, project):
                 break
             await asyncio.sleep(0.01)
-    # the console stopped mid-activation: its record still says so
+    # the console stopped mid-activation: its record still says so, and the operator still
+    # wants it to run, so the next console finishes the work
     sim.set_slow_readiness(0.0)
     async with console(request) as client:
-        stored = (await client.get(url(project))).json()
-        assert stored["status"] == "failed" and stored["status_reason"] == "Interrupted"
-        assert (await deployment(kube, project))["spec"]["replicas"] == 0
         ready = (await client.get("/readyz")).json()
         assert "1 fixed" in ready["checks"]["cluster"]["reconciliation"]["summary"]
-        assert (await client.post(url(project, "activate"))).json()["status"] == "active"
+        stored = await settled(client, project)
+        assert stored["status"] == "active" and stored["endpoint"], stored
+        assert (await deployment(kube, project))["spec"]["replicas"] == 1
 
 
 async def test_drift_and_orphans_are_reported(
@@ -482,3 +492,65 @@ async def test_auto_mode_falls_back_to_the_proxy(
     active = (await client.post(url(project, "activate"))).json()
     chosen = await runtime.lifecycle._first_healthy(["http://127.0.0.1:9", active["endpoint"]])
     assert chosen == active["endpoint"]
+
+
+async def test_a_failed_project_whose_pod_still_runs_is_scaled_down(
+    console_env: dict[str, str],
+    kube: k8s.ApiClient,
+    sim: SimClusterThread,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The API server refuses the scale-down of a failed activation; the reconciler repairs it."""
+    monkeypatch.setenv("ACR_IMAGE", "goose-api:crash")
+    monkeypatch.setenv("GOOSEUI_RECONCILE_INTERVAL", "0.5")
+    async with console(request) as client:
+        project = await new_project(client)
+        response = await client.post(url(project, "activate"), params={"wait": "false"})
+        assert response.status_code == 202
+        for _ in range(400):
+            if await pods(kube, project):
+                break
+            await asyncio.sleep(0.01)
+        path = f"/apis/apps/v1/namespaces/{project['namespace']}/deployments"
+        sim.fail_requests(path, 500, count=None, method="PATCH")
+        stored = await settled(client, project)
+        assert stored["status"] == "failed" and stored["status_reason"] == "CrashLoop", stored
+        assert (await deployment(kube, project))["spec"]["replicas"] == 1  # refused
+        sim.clear_faults()
+        for _ in range(200):
+            if (await deployment(kube, project))["spec"]["replicas"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert (await deployment(kube, project))["spec"]["replicas"] == 0
+        # the failure and its reason stay for the operator
+        stored = (await client.get(url(project))).json()
+        assert stored["status"] == "failed" and stored["status_reason"] == "CrashLoop"
+        report = (await client.get("/readyz")).json()["checks"]["cluster"]["reconciliation"]
+        assert any("scaled to 0" in line for line in report["fixed"]), report
+
+
+async def test_a_lost_final_status_write_is_repaired(
+    console_env: dict[str, str],
+    kube: k8s.ApiClient,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """MongoDB lost the last write of an activation: the record says `activating`, no task
+    works on it, the pod is ready. The next pass finishes the activation."""
+    from pymongo import AsyncMongoClient
+
+    monkeypatch.setenv("GOOSEUI_RECONCILE_INTERVAL", "0.5")
+    async with console(request) as client:
+        project = await new_project(client)
+        assert (await client.post(url(project, "activate"))).status_code == 200
+        mongo: AsyncMongoClient = AsyncMongoClient(console_env["MONGO_URI"])
+        await mongo[console_env["MONGO_DB"]]["projects"].update_one(
+            {"project_id": project["project_id"]},
+            {"$set": {"status": "activating", "endpoint": None}},
+        )
+        await mongo.close()
+        await asyncio.sleep(0.1)
+        stored = await settled(client, project)
+        assert stored["status"] == "active" and stored["endpoint"], stored
+        assert (await deployment(kube, project))["spec"]["replicas"] == 1
