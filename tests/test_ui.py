@@ -137,6 +137,9 @@ async def test_failed_activation_shows_reason(pull_error_image: None, user: User
     await user.should_see("ImagePullFailed", retries=50)
     await user.should_see("cannot be pulled", retries=20)
     await user.should_see("Retry", retries=20)
+    # stopping a failed project makes sure nothing runs and clears the failure
+    user.find(marker=f"deactivate-{pid}").click()
+    await wait_status("alice", pid, "inactive")
 
 
 async def test_change_over_rest_appears_live(user: User) -> None:

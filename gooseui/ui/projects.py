@@ -93,7 +93,11 @@ class ProjectRow:
         self.activated.set_text(f"Last activated: {when(project.last_activated_at)}")
         self.activate.set_text("Retry" if status == Status.FAILED else "Activate")
         self.activate.set_visibility(status in (Status.INACTIVE, Status.FAILED, Status.ACTIVATING))
-        self.deactivate.set_visibility(status in (Status.ACTIVE, Status.DEACTIVATING))
+        # a failed project may still have something running (a refused scale-down): the
+        # operator can always stop it, which also clears the failure
+        self.deactivate.set_visibility(
+            status in (Status.ACTIVE, Status.DEACTIVATING, Status.FAILED)
+        )
         for button, running in (
             (self.activate, Status.ACTIVATING),
             (self.deactivate, Status.DEACTIVATING),
