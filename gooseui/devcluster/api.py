@@ -169,8 +169,10 @@ class ApiServer:
             if request.headers.get("Authorization", "") != f"Bearer {self.token}":
                 return error_response(ApiError(401, "Unauthorized", "Unauthorized"))
         fault = self.faults.take_request_fault(request.method, path)
-        if fault is not None:
-            return error_response(fault)
+        if fault is not None and fault.hang:
+            await fault.released.wait()
+        elif fault is not None:
+            return error_response(fault.error())
         try:
             return await handler(request)
         except ApiError as err:

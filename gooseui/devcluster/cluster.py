@@ -292,6 +292,15 @@ class SimCluster:
             RequestFault(path_prefix, status, count, method, retry_after, message)
         )
 
+    def hang_requests(
+        self, path_prefix: str = "/", count: int | None = None, method: str | None = None
+    ) -> RequestFault:
+        """Answer nothing to API calls under `path_prefix` (the next `count` of them, or all)
+        until `clear_faults`: a hanging, not a refusing, API server."""
+        return self.faults.add_request_fault(
+            RequestFault(path_prefix, 0, count, method, hang=True)
+        )
+
     def agent_die_after(
         self,
         events: int,
@@ -539,6 +548,11 @@ class SimClusterThread:
         return self.call(
             self._cluster().agent_split_events, chunk_size, pause, namespace, deployment, count
         )
+
+    def hang_requests(
+        self, path_prefix: str = "/", count: int | None = None, method: str | None = None
+    ) -> RequestFault:
+        return self.call(self._cluster().hang_requests, path_prefix, count, method)
 
     def set_slow_readiness(self, seconds: float) -> None:
         self.call(self._cluster().set_slow_readiness, seconds)

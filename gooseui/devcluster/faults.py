@@ -8,7 +8,8 @@ events across many small network writes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from .errors import REASONS, ApiError
 
@@ -23,6 +24,10 @@ class RequestFault:
     method: str | None = None
     retry_after: int | None = None
     message: str | None = None
+    # no answer at all (an overloaded or partitioned API server): the request is held
+    # until the fault is cleared, and then served as if nothing had happened
+    hang: bool = False
+    released: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def matches(self, method: str, path: str) -> bool:
         return path.startswith(self.path_prefix) and (
@@ -86,15 +91,15 @@ class Faults:
         self.requests.append(fault)
         return fault
 
-    def take_request_fault(self, method: str, path: str) -> ApiError | None:
-        """The error to answer for this request, consuming one use of the fault."""
+    def take_request_fault(self, method: str, path: str) -> RequestFault | None:
+        """The fault for this request, consuming one use of it."""
         for fault in list(self.requests):
             if fault.matches(method, path):
                 if fault.count is not None:
                     fault.count -= 1
-                    if fault.count <= 0:
+                    if fault.count <= 0 and not fault.hang:  # a hang holds until cleared
                         self.requests.remove(fault)
-                return fault.error()
+                return fault
         return None
 
     def add_agent_fault(self, fault: AgentFault) -> AgentFault:
@@ -119,5 +124,7 @@ class Faults:
         return behaviour
 
     def clear(self) -> None:
+        for fault in self.requests:
+            fault.released.set()
         self.requests.clear()
         self.agents.clear()

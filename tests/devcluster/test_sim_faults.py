@@ -276,3 +276,38 @@ async def test_slow_readiness(
     )
     assert all(not cs["ready"] for cs in pods[0]["status"]["containerStatuses"])
     await kube.wait_ready(namespace, "proj-sluggish-api")
+
+
+async def test_a_hanging_api_server_answers_nothing_until_released(
+    kube: Any, namespace: str, sim: SimClusterThread, kubectl_env: dict[str, str]
+) -> None:
+    """`hang_requests`: no answer, no error; a client's own timeout is all that ends the wait."""
+    import asyncio
+    import shutil
+    import subprocess
+    import time
+
+    prefix = f"/api/v1/namespaces/{namespace}/services"
+    sim.hang_requests(prefix)
+    with pytest.raises(asyncio.TimeoutError):
+        await kube.core.list_namespaced_service(namespace, _request_timeout=0.5)
+    # other paths answer
+    assert (await kube.core.read_namespace(namespace)).metadata.name == namespace
+    if shutil.which("kubectl"):
+        started = time.monotonic()
+        result = await asyncio.to_thread(
+            subprocess.run,
+            ["kubectl", "--request-timeout=1s", "get", "services", "-n", namespace],
+            env=kubectl_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode != 0 and time.monotonic() - started < 10
+        assert "timeout" in result.stderr.lower() or "deadline" in result.stderr.lower()
+    # a request held when the fault clears is then served
+    held = asyncio.create_task(kube.core.list_namespaced_service(namespace, _request_timeout=10))
+    await asyncio.sleep(0.3)
+    assert not held.done()
+    sim.clear_faults()
+    assert (await held).items == []
