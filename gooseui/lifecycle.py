@@ -104,6 +104,7 @@ class Lifecycle:
         self.agent_env = agent_env
         self.cluster_problem = cluster_problem
         self._tasks: dict[tuple[str, str], asyncio.Task[Project]] = {}
+        self._background: set[asyncio.Task[None]] = set()  # best-effort clean-ups
 
     # plumbing --------------------------------------------------------------------------
 
@@ -193,7 +194,7 @@ class Lifecycle:
 
     async def close(self) -> None:
         """Cancel running transitions (the next start reconciles what they left)."""
-        tasks = list(self._tasks.values())
+        tasks: list[asyncio.Task[Any]] = [*self._tasks.values(), *self._background]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -445,12 +446,26 @@ class Lifecycle:
     async def _rollback(self, project: Project, failure: Failure, applied: bool = True) -> None:
         """Scale back to 0 (best effort, bounded), then record the failure.
 
-        Nothing to scale when the failure came before the objects were applied.
+        Nothing to scale when the failure came before the objects were applied. When the
+        cluster itself is what failed, the failure is recorded first and the scale-down
+        tried meanwhile: the operator hears at once, and the reconciler scales down what
+        still runs once the API server answers again.
         """
+        if not applied:
+            await self._fail(project, Status.ACTIVATING, failure)
+        elif failure.reason == "ClusterUnavailable":
+            await self._fail(project, Status.ACTIVATING, failure)
+            task = asyncio.create_task(self._scale_down(project))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        else:
+            await self._scale_down(project)
+            await self._fail(project, Status.ACTIVATING, failure)
+
+    async def _scale_down(self, project: Project) -> None:
         try:
-            if applied:
-                async with asyncio.timeout(15):
-                    await self._envs().scale(project.user_id, project.project_id, 0)
+            async with asyncio.timeout(15):
+                await self._envs().scale(project.user_id, project.project_id, 0)
         except Exception as exc:  # the cluster may be the thing that failed
             log(
                 logger,
@@ -459,8 +474,8 @@ class Lifecycle:
                 user_id=project.user_id,
                 project_id=project.project_id,
                 error=str(exc),
+                note="the reconciler scales it down when the API server answers",
             )
-        await self._fail(project, Status.ACTIVATING, failure)
 
     # deactivate ------------------------------------------------------------------------
 

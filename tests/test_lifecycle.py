@@ -554,3 +554,50 @@ async def test_a_lost_final_status_write_is_repaired(
         stored = await settled(client, project)
         assert stored["status"] == "active" and stored["endpoint"], stored
         assert (await deployment(kube, project))["spec"]["replicas"] == 1
+
+
+async def test_a_hanging_api_server_fails_fast_and_is_repaired_after(
+    console_env: dict[str, str],
+    kube: k8s.ApiClient,
+    sim: SimClusterThread,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The API server answers nothing: activation fails within 15 s, /readyz answers within
+    3 s, a deactivation gives up within 15 s; once it answers again, nothing is left running."""
+    import time
+
+    monkeypatch.setenv("GOOSEUI_RECONCILE_INTERVAL", "0.5")
+    async with console(request) as client:
+        running = await new_project(client, "Running")
+        assert (await client.post(url(running, "activate"))).status_code == 200
+        project = await new_project(client)
+        sim.hang_requests("/")
+        try:
+            started = time.monotonic()
+            response = await client.post(url(project, "activate"))
+            took = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "ClusterUnavailable"
+            assert "does not answer" in response.json()["detail"]
+            assert took <= 15, took
+            started = time.monotonic()
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503 and time.monotonic() - started <= 3
+            assert "cluster" in ready.json()["detail"]
+            started = time.monotonic()
+            stopped = await client.post(url(running, "deactivate"))
+            assert stopped.status_code == 503 and time.monotonic() - started <= 15
+            stored = (await client.get(url(running))).json()
+            assert stored["status"] == "failed" and stored["status_reason"] == "ClusterUnavailable"
+        finally:
+            sim.clear_faults()
+        # the API server is back: the pass scales down what should not run
+        for _ in range(200):
+            dep = await deployment(kube, running)
+            if dep and dep["spec"]["replicas"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert (await deployment(kube, running))["spec"]["replicas"] == 0
+        assert (await client.get(url(project))).json()["status"] == "failed"
+        assert (await client.get("/readyz")).status_code == 200

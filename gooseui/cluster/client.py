@@ -32,7 +32,11 @@ from gooseui.logs import log
 logger = logging.getLogger("gooseui.k8s")
 
 FIELD_MANAGER = "gooseui"
-CALL_TIMEOUT = 15.0
+CALL_TIMEOUT = 10.0
+"""The longest one attempt of a call may take: a slow list of a big cluster still answers."""
+CALL_BUDGET = 12.0
+"""The longest a call may take with its retries: a hanging API server is reported as
+`ClusterUnavailable` within it, and an activation fails within 15 s, not minutes."""
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 MAX_RETRY_AFTER = 5.0
@@ -183,13 +187,29 @@ class KubeClient:
         content_type: str = "application/json",
         idempotent: bool = True,
         request_timeout: float = CALL_TIMEOUT,
+        budget: float = CALL_BUDGET,
     ) -> dict[str, Any]:
-        """One API call returning its JSON; failures raise `KubeError` or `ClusterUnavailable`."""
+        """One API call returning its JSON; failures raise `KubeError` or `ClusterUnavailable`.
+
+        Retries (idempotent calls only) stop at `budget` seconds from the start, and each
+        attempt gets what is left of it: however the API server fails, refusing or hanging,
+        the caller has an answer within `budget`.
+        """
         api = self._require()
         attempts = len(RETRY_DELAYS) + 1 if idempotent else 1
         params = [(k, _query_value(v)) for k, v in (query or {}).items() if v is not None]
+        deadline = time.monotonic() + budget
+
+        async def pause(seconds: float) -> bool:
+            """Sleep before the next attempt, or say there is no time left for one."""
+            if time.monotonic() + seconds + 0.1 >= deadline:
+                return False
+            await asyncio.sleep(seconds)
+            return True
+
         for attempt in range(1, attempts + 1):
             started = time.perf_counter()
+            attempt_timeout = max(0.1, min(request_timeout, deadline - time.monotonic()))
             try:
                 response = await api.call_api(
                     path,
@@ -199,7 +219,7 @@ class KubeClient:
                     body=body,
                     auth_settings=["BearerToken"],
                     _preload_content=False,
-                    _request_timeout=request_timeout,
+                    _request_timeout=attempt_timeout,
                 )
                 try:
                     raw = await response.read()
@@ -224,8 +244,7 @@ class KubeClient:
                     attempt=attempt,
                     error=error,
                 )
-                if attempt < attempts:
-                    await asyncio.sleep(RETRY_DELAYS[attempt - 1])
+                if attempt < attempts and await pause(RETRY_DELAYS[attempt - 1]):
                     continue
                 raise ClusterUnavailable(
                     f"The Kubernetes API server at {self.info.server} does not answer ({error})."
@@ -236,8 +255,11 @@ class KubeClient:
             if 200 <= status < 300:
                 return data
             error = _kube_error(status, data, raw)
-            if status in RETRY_STATUSES and attempt < attempts:
-                await asyncio.sleep(_retry_delay(response.headers, attempt))
+            if (
+                status in RETRY_STATUSES
+                and attempt < attempts
+                and await pause(_retry_delay(response.headers, attempt))
+            ):
                 continue
             if status in RETRY_STATUSES:
                 raise ClusterUnavailable(
@@ -287,8 +309,8 @@ class KubeClient:
             raise
         return True
 
-    async def version(self) -> dict[str, Any]:
-        return await self.request("GET", "/version", request_timeout=5.0)
+    async def version(self, budget: float = 5.0) -> dict[str, Any]:
+        return await self.request("GET", "/version", request_timeout=budget, budget=budget)
 
     async def watch(
         self,
@@ -317,15 +339,17 @@ class KubeClient:
             query.append(("fieldSelector", field_selector))
         started = time.perf_counter()
         try:
-            response = await api.call_api(
-                path,
-                "GET",
-                query_params=query,
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=(CALL_TIMEOUT, timeout_seconds + 15),
-            )
+            # an API server answers a watch's headers at once; one that does not is hanging
+            async with asyncio.timeout(CALL_TIMEOUT):
+                response = await api.call_api(
+                    path,
+                    "GET",
+                    query_params=query,
+                    header_params={"Accept": "application/json"},
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _request_timeout=(CALL_TIMEOUT, timeout_seconds + 15),
+                )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ClusterUnavailable(
                 f"The Kubernetes API server at {self.info.server} does not answer ({exc})."
