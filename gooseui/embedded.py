@@ -50,17 +50,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+RESTART_DELAYS = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)
+STABLE_SECONDS = 60.0  # a server up this long has its restart back-off reset
+
+
 class EmbeddedMongo:
-    """A SecantusDB child process on a free loopback port.
+    """A SecantusDB child process on a free loopback port, restarted when it dies.
 
     `storage` is a directory (kept across restarts) or ":memory:" for a throwaway server.
+    A server that exits on its own is started again on the same port with the same storage,
+    so the console's MongoDB client reconnects by itself and no data is lost (an in-memory
+    server comes back empty). `restarts` and `last_exit` say what happened.
     """
 
     def __init__(self, storage: Path | str, *, log_file: Path | None = None) -> None:
         self.storage = storage
         self.log_file = log_file
         self.port: int | None = None
+        self.restarts = 0
+        self.last_exit: str | None = None
         self._process: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
 
     @property
     def uri(self) -> str:
@@ -74,8 +84,46 @@ class EmbeddedMongo:
             raise EmbeddedDatabaseError(INSTALL_HINT)
         if isinstance(self.storage, Path):
             self.storage.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
         self.port = _free_port()
+        await self._spawn(wait_seconds)
+        self._supervisor = asyncio.create_task(self._supervise(), name="embedded database")
+        return self.uri
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while self._process is not None:
+            process = self._process
+            up = time.monotonic()
+            code = await process.wait()
+            if self._process is not process:  # stopped on purpose
+                return
+            failures = 0 if time.monotonic() - up > STABLE_SECONDS else failures + 1
+            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+            self.last_exit = f"exit code {code} at {time.strftime('%H:%M:%S')}"
+            log(
+                logger,
+                "embedded.died",
+                logging.ERROR,
+                code=code,
+                storage=str(self.storage),
+                restart_in_s=delay,
+                log_file=str(self.log_file) if self.log_file else None,
+            )
+            await asyncio.sleep(delay)
+            try:
+                await self._spawn(30.0)
+            except EmbeddedDatabaseError as exc:
+                log(logger, "embedded.restart_failed", logging.ERROR, error=str(exc))
+                self._process = process  # wait on the dead one again: retried after back-off
+                failures += 1
+                await asyncio.sleep(RESTART_DELAYS[-1])
+                continue
+            self.restarts += 1
+            log(logger, "embedded.restarted", restarts=self.restarts, storage=str(self.storage))
+
+    async def _spawn(self, wait_seconds: float) -> None:
+        """Run the server on `self.port` and wait until it accepts connections."""
+        started = time.perf_counter()
         out = self.log_file.open("ab") if self.log_file else asyncio.subprocess.DEVNULL
         try:
             self._process = await asyncio.create_subprocess_exec(
@@ -90,6 +138,9 @@ class EmbeddedMongo:
                 str(self.storage),
                 "--log-level",
                 "WARNING",
+                # without it a killed server loses its last commits (measured: 32 of 200
+                # inserts after kill -9), for ~0.5 ms an insert: a project is never lost
+                *(["--sync-on-commit"] if isinstance(self.storage, Path) else []),
                 preexec_fn=_die_with_parent,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
@@ -101,6 +152,7 @@ class EmbeddedMongo:
         deadline = time.monotonic() + wait_seconds
         while True:
             if self._process.returncode is not None:
+                self._process = None
                 raise EmbeddedDatabaseError(
                     f"the embedded database exited with code {self._process.returncode} at start"
                     + (f"; see {self.log_file}" if self.log_file else "")
@@ -109,7 +161,9 @@ class EmbeddedMongo:
                 _, writer = await asyncio.open_connection("127.0.0.1", self.port)
             except OSError:
                 if time.monotonic() > deadline:
-                    await self.stop()
+                    process, self._process = self._process, None
+                    process.kill()
+                    await process.wait()
                     raise EmbeddedDatabaseError(
                         f"the embedded database did not answer within {wait_seconds:.0f} s"
                     ) from None
@@ -125,11 +179,14 @@ class EmbeddedMongo:
             storage=str(self.storage),
             ms=round((time.perf_counter() - started) * 1000),
         )
-        return self.uri
 
     async def stop(self) -> None:
         """Stop the server: politely first, then for good."""
         process, self._process = self._process, None
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
         if process is None or process.returncode is not None:
             return
         process.terminate()

@@ -245,6 +245,12 @@ class Runtime:
             check.update(ok=False, error=exc.detail)
         except TimeoutError:
             check.update(ok=False, error=f"MongoDB did not answer within {READY_SECONDS:g} s.")
+        if self.embedded is not None and self.embedded.last_exit:
+            check["restarts"] = self.embedded.restarts
+            check["notice"] = (
+                f"The embedded database stopped ({self.embedded.last_exit}) and was "
+                f"restarted with its data ({self.embedded.restarts} restart(s) so far)."
+            )
         return check
 
     async def _cluster_check(self) -> dict[str, Any]:

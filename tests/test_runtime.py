@@ -72,3 +72,37 @@ async def test_page_shows_users_projects(user: User) -> None:
     await user.should_see("Alice Anders")
     await user.should_see("Shown on the page", retries=20)
     await user.should_see("Database:")
+
+
+async def test_a_killed_embedded_database_is_restarted_with_its_data(
+    console_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """kill -9 of SecantusDB: the console starts it again with its storage and reconnects,
+    and the page's header says what happened."""
+    import asyncio
+    import os
+    import signal
+
+    from nicegui import app
+
+    monkeypatch.delenv("MONGO_URI")
+    async with user_simulation(main_file=get_path_to_main_file(request)) as user:
+        client = user.http_client
+        kept = await client.post("/users/carol/projects", json={"name": "Kept"})
+        assert kept.status_code == 201
+        embedded = app.state.runtime.embedded
+        os.kill(embedded._process.pid, signal.SIGKILL)
+        for _ in range(300):
+            created = await client.post("/users/carol/projects", json={"name": "After"})
+            if created.status_code == 201:
+                break
+            assert created.status_code == 503, created.text  # meanwhile: unavailable, said so
+            await asyncio.sleep(0.05)
+        assert created.status_code == 201
+        names = [p["name"] for p in (await client.get("/users/carol/projects")).json()]
+        assert names == ["After", "Kept"]
+        mongodb = (await client.get("/readyz")).json()["checks"]["mongodb"]
+        assert mongodb["ok"] and mongodb["restarts"] == 1
+        assert "exit code -9" in mongodb["notice"]
+        await user.open("/")
+        await user.should_see("Database restarted", retries=50)

@@ -40,6 +40,12 @@ def frame(title: str) -> Iterator[None]:
                 with database_dot:
                     database_tip = ui.tooltip("checking")
                 ui.label(f"Database: {rt.database_label}")
+            # what happened since start (the embedded database restarted), from the checks
+            with ui.row().classes("items-center gap-1 text-amber-300").mark("notice") as notice:
+                ui.icon("history", size="xs")
+                notice_label = ui.label("")
+                notice_tip = ui.tooltip("")
+            notice.set_visibility(False)
             for warning in rt.warnings:
                 with ui.row().classes("items-center gap-1 text-amber-300").mark("warning"):
                     ui.icon("warning", size="xs")
@@ -55,6 +61,11 @@ def frame(title: str) -> Iterator[None]:
             check = checks.get(name, {})
             dot.classes(replace=_dot(bool(check.get("ok"))))
             tip.set_text(check.get("error") or "answering")
+        text = checks.get("mongodb", {}).get("notice")
+        notice.set_visibility(bool(text))
+        if text:
+            notice_label.set_text("Database restarted")
+            notice_tip.set_text(text)
 
     ui.timer(HEALTH_SECONDS, check)
     with ui.column().classes("w-full max-w-6xl mx-auto p-4 gap-4"):
