@@ -1,7 +1,18 @@
 """`python -m gooseui.devcluster`: run the simulated cluster on its own.
 
-Prints the API server URL and the kubeconfig path, then serves until interrupted,
-so `kubectl --kubeconfig <path>` can drive it.
+Prints the API server URL and the kubeconfig path, then serves until interrupted (SIGINT
+or SIGTERM stop it cleanly), so `kubectl --kubeconfig <path>` and a console can use it.
+
+`python -m gooseui.devcluster fault --kubeconfig <path> ACTION` breaks and mends a running
+simulator from another process (see `control.py`):
+
+    fail --path /apis/apps/v1 --status 503 [--count N] [--method PATCH]
+    hang [--path /] [--count N] [--method GET]
+    unschedulable | schedulable
+    database-outage | database-back
+    slow-readiness SECONDS
+    clear
+    show
 """
 
 from __future__ import annotations
@@ -62,7 +73,76 @@ async def serve(args: argparse.Namespace) -> None:
         await cluster.stop()
 
 
+def fault(argv: list[str]) -> int:
+    """Send one control request to a running simulator; print its answer."""
+    import json
+    import ssl
+    import tempfile
+    from pathlib import Path
+
+    import httpx
+
+    from . import kubeconfig
+
+    parser = argparse.ArgumentParser(prog="python -m gooseui.devcluster fault")
+    parser.add_argument("--kubeconfig", required=True, help="the simulator's kubeconfig")
+    actions = parser.add_subparsers(dest="action", required=True)
+    fail = actions.add_parser("fail", help="answer API calls with an error status")
+    hang = actions.add_parser("hang", help="answer API calls with nothing at all")
+    for sub in (fail, hang):
+        sub.add_argument("--path", default="/", help="path prefix (default /: every call)")
+        sub.add_argument("--count", type=int, default=None, help="how many (default: all)")
+        sub.add_argument("--method", default=None, help="only this method")
+    fail.add_argument("--status", type=int, default=503)
+    fail.add_argument("--retry-after", type=int, default=None)
+    slow = actions.add_parser("slow-readiness", help="extra seconds before a new pod is Ready")
+    slow.add_argument("seconds", type=float)
+    for name in ("unschedulable", "schedulable", "database-outage", "database-back", "clear"):
+        actions.add_parser(name)
+    actions.add_parser("show", help="the faults in force")
+    args = parser.parse_args(argv)
+    routes: dict[str, tuple[str, str, dict[str, object]]] = {
+        "fail": ("POST", "faults/requests", {"status": getattr(args, "status", None),
+                                              "retry_after": getattr(args, "retry_after", None)}),
+        "hang": ("POST", "faults/hang", {}),
+        "unschedulable": ("POST", "nodes/schedulable", {"schedulable": False}),
+        "schedulable": ("POST", "nodes/schedulable", {"schedulable": True}),
+        "database-outage": ("POST", "agents/database-outage", {"active": True}),
+        "database-back": ("POST", "agents/database-outage", {"active": False}),
+        "slow-readiness": ("POST", "pods/slow-readiness", {"seconds": getattr(args, "seconds", 0)}),
+        "clear": ("POST", "faults/clear", {}),
+        "show": ("GET", "faults", {}),
+    }  # fmt: skip
+    method, path, body = routes[args.action]
+    if args.action in ("fail", "hang"):
+        body |= {"path_prefix": args.path, "count": args.count, "method": args.method}
+    server, token, ca = kubeconfig.read(Path(args.kubeconfig))
+    verify: ssl.SSLContext | bool = True
+    if ca:
+        with tempfile.NamedTemporaryFile("wb", suffix=".pem") as pem:
+            pem.write(ca)
+            pem.flush()
+            verify = ssl.create_default_context(cafile=pem.name)
+    try:
+        response = httpx.request(
+            method,
+            f"{server}/sim/v1/{path}",
+            json=body if method == "POST" else None,
+            headers={"Authorization": f"Bearer {token}"},
+            verify=verify,
+            timeout=10,
+        )
+    except httpx.TransportError as exc:
+        print(f"error: the simulator at {server} does not answer ({exc})", file=sys.stderr)
+        return 1
+    print(json.dumps(response.json(), indent=2))
+    return 0 if response.status_code == 200 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fault"]:
+        return fault(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -125,7 +125,9 @@ class ApiServer:
         token: str,
         proxy: ProxyHandler | None = None,
         logs: LogSource | None = None,
+        control: list[web.RouteDef] | None = None,
     ) -> None:
+        self.control = control or []
         self.registry = registry
         self.faults = faults
         self.token = token
@@ -137,6 +139,7 @@ class ApiServer:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=16 * 1024 * 1024)
+        app.add_routes(self.control)  # /sim/v1/: fault injection from outside the process
         app.router.add_route("*", "/version", self._version)
         app.router.add_route("*", "/healthz", self._health)
         app.router.add_route("*", "/livez", self._health)
@@ -168,7 +171,12 @@ class ApiServer:
         if path not in ("/healthz", "/livez", "/readyz"):
             if request.headers.get("Authorization", "") != f"Bearer {self.token}":
                 return error_response(ApiError(401, "Unauthorized", "Unauthorized"))
-        fault = self.faults.take_request_fault(request.method, path)
+        # the simulator's own control paths are never faulted: a hang can always be cleared
+        fault = (
+            None
+            if path.startswith("/sim/")
+            else self.faults.take_request_fault(request.method, path)
+        )
         if fault is not None and fault.hang:
             await fault.released.wait()
         elif fault is not None:

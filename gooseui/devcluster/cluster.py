@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
-from . import kubeconfig, netpol, tls
+from . import control, kubeconfig, netpol, tls
 from .api import ApiServer
 from .deployments import DeploymentController, ReplicaSetController
 from .events import EventRecorder
@@ -176,7 +176,12 @@ class SimCluster:
             lambda: self.delays.proxy_dial_timeout,
         )
         self._api = ApiServer(
-            self.registry, self.faults, self.token, self.proxy.handle, self.kubelet.container_log
+            self.registry,
+            self.faults,
+            self.token,
+            self.proxy.handle,
+            self.kubelet.container_log,
+            control.routes(self),
         )
         self._runner = web.AppRunner(
             self._api.app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5
@@ -297,9 +302,7 @@ class SimCluster:
     ) -> RequestFault:
         """Answer nothing to API calls under `path_prefix` (the next `count` of them, or all)
         until `clear_faults`: a hanging, not a refusing, API server."""
-        return self.faults.add_request_fault(
-            RequestFault(path_prefix, 0, count, method, hang=True)
-        )
+        return self.faults.add_request_fault(RequestFault(path_prefix, 0, count, method, hang=True))
 
     def agent_die_after(
         self,

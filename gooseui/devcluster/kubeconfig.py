@@ -55,3 +55,15 @@ def write(path: Path, server_url: str, token: str, ca_pem: bytes | None = None) 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read(path: Path) -> tuple[str, str, bytes | None]:
+    """Server URL, token and CA certificate of a kubeconfig this module wrote."""
+    config = yaml.safe_load(path.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    ca = cluster.get("certificate-authority-data")
+    return (
+        cluster["server"],
+        config["users"][0]["user"]["token"],
+        base64.b64decode(ca) if ca else None,
+    )

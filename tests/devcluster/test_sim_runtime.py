@@ -85,3 +85,76 @@ def test_module_entry_point(tmp_path: Path) -> None:
         assert process.wait(timeout=10) == 0
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_faults_are_injected_from_another_process(tmp_path: Path) -> None:
+    """A simulator on its own, broken and mended with `python -m gooseui.devcluster fault`,
+    observed with kubectl; SIGTERM then stops it cleanly."""
+    import json
+    import shutil
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gooseui.devcluster", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    kubeconfig = str(tmp_path / "simulated-kubeconfig.yaml")
+
+    def fault(*args: str) -> dict:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gooseui.devcluster",
+                "fault",
+                "--kubeconfig",
+                kubeconfig,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", kubeconfig, "--request-timeout=1s", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={**os.environ, "HOME": str(tmp_path)},
+        )
+
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()
+        process.stdout.readline()
+        assert fault("fail", "--path", "/api/v1/namespaces", "--status", "503")["ok"]
+        assert fault("hang", "--path", "/apis/apps/v1")["fault"]["hang"] is True
+        shown = fault("show")["requests"]
+        assert [(f["path_prefix"], f["status"], f["hang"]) for f in shown] == [
+            ("/api/v1/namespaces", 503, False),
+            ("/apis/apps/v1", None, True),
+        ]
+        if shutil.which("kubectl"):
+            refused = kubectl("get", "namespaces")
+            assert refused.returncode != 0
+            assert "unable to handle the request" in refused.stderr, refused.stderr
+            started = time.monotonic()
+            hung = kubectl("get", "deployments", "-A")
+            assert hung.returncode != 0 and time.monotonic() - started < 15
+        fault("clear")
+        assert fault("show")["requests"] == []
+        if shutil.which("kubectl"):
+            assert kubectl("get", "deployments", "-A").returncode == 0
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+        if process.stdout is not None:
+            process.stdout.close()
