@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     max_body: int = Field(1024 * 1024, ge=12 * MAX_MESSAGE + 1024, le=64 * 1024 * 1024)
     keep_namespaces: bool = False
     # seconds between reconciliation passes after the one at start (0: only at start)
-    reconcile_interval: float = Field(10.0, ge=0, le=3600)
+    reconcile_interval: float = Field(5.0, ge=0, le=3600)
     # an unschedulable pod may be waiting for the cluster autoscaler to add a node
     unschedulable_grace: float = Field(180.0, ge=0)
     cluster_label: str | None = None

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from secrets import token_hex
 from typing import Any
 
 from gooseui.cluster import manifests
@@ -32,7 +35,7 @@ from gooseui.events import EventBus, ProjectEvent
 from gooseui.goose import GooseClient, GooseUnreachable
 from gooseui.logs import log
 from gooseui.models import Project, Status
-from gooseui.store import ProjectStore, now
+from gooseui.store import LEASE_SECONDS, ProjectStore, now
 
 logger = logging.getLogger("gooseui.lifecycle")
 
@@ -41,6 +44,11 @@ logger = logging.getLogger("gooseui.lifecycle")
 ROUTE_ACCEPT_SECONDS = 30.0
 SCALE_DOWN_SECONDS = 60.0
 DELETE_SECONDS = 120.0
+
+
+def replica_id() -> str:
+    """This process among the console's replicas: host (the pod's name), pid, and a nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{token_hex(2)}"
 
 
 class Failure(Exception):
@@ -95,7 +103,10 @@ class Lifecycle:
         goose: GooseClient | None,
         cluster_problem: str | None = None,
         agent_env: AgentEnvSource | None = None,
+        replica: str | None = None,
     ) -> None:
+        # who owns the work on a project, in its document's lease (several replicas may run)
+        self.replica = replica or replica_id()
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -137,7 +148,7 @@ class Lifecycle:
 
     def _start(self, project: Project, work: Coroutine[Any, Any, Project]) -> asyncio.Task[Project]:
         key = (project.user_id, project.project_id)
-        task = asyncio.create_task(work, name=f"lifecycle {key}")
+        task = asyncio.create_task(self._leased(project, work), name=f"lifecycle {key}")
         self._tasks[key] = task
 
         def done(finished: asyncio.Task[Project]) -> None:
@@ -148,6 +159,27 @@ class Lifecycle:
 
         task.add_done_callback(done)
         return task
+
+    async def _leased(self, project: Project, work: Coroutine[Any, Any, Project]) -> Project:
+        """Run a transition's work, renewing its lease meanwhile."""
+        renewer = asyncio.create_task(self._renew(project))
+        try:
+            return await work
+        finally:
+            renewer.cancel()
+
+    async def _renew(self, project: Project) -> None:
+        uid, pid = project.user_id, project.project_id
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            try:
+                if not await self.store.renew_lease(uid, pid, self.replica):
+                    # another replica took the work over (this one could not renew in
+                    # time): its last write will fail, and say so
+                    log(logger, "project.lease_lost", logging.WARNING, user_id=uid, project_id=pid)
+                    return
+            except GooseUIError:
+                continue  # MongoDB blipped: renew again; the lease may lapse meanwhile
 
     async def _outcome(self, task: asyncio.Task[Project], wait: bool, started: Project) -> Project:
         if not wait:
@@ -162,7 +194,13 @@ class Lifecycle:
         changes: dict[str, Any] | None = None,
     ) -> Project:
         doc = await self.store.compare_and_set(
-            project.user_id, project.project_id, allowed, {"status": str(target), **(changes or {})}
+            project.user_id,
+            project.project_id,
+            allowed,
+            {"status": str(target), **(changes or {})},
+            holder=self.replica,
+            # a transition is owned while it runs; a settled status is owned by nobody
+            lease="take" if target.in_transition else "free",
         )
         if doc is None:
             current = await self.store.get(project.user_id, project.project_id)
@@ -188,16 +226,32 @@ class Lifecycle:
                 "desired_replicas": 0,
                 "endpoint": None,
             },
+            holder=self.replica,
+            lease="release",
         )
         if doc is not None:
             self.publish(project, Status.FAILED, "failed", message, failure.reason)
 
     async def close(self) -> None:
-        """Cancel running transitions (the next start reconciles what they left)."""
+        """Cancel running transitions and give up their leases.
+
+        The status stays as it was (`activating`, say): another replica, or this console
+        started again, resumes the work at its next pass instead of waiting out the lease.
+        """
+        keys = list(self._tasks)
         tasks: list[asyncio.Task[Any]] = [*self._tasks.values(), *self._background]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        transitional = [s for s in Status if s.in_transition]
+        for uid, pid in keys:
+            try:
+                async with asyncio.timeout(2):
+                    await self.store.compare_and_set(
+                        uid, pid, transitional, {}, holder=self.replica, lease="release"
+                    )
+            except Exception as exc:  # MongoDB gone too: the lease lapses on its own
+                log(logger, "project.lease_kept", user_id=uid, project_id=pid, error=str(exc))
 
     def running(self, user_id: str, project_id: str) -> bool:
         return (user_id, project_id) in self._tasks
@@ -318,6 +372,8 @@ class Lifecycle:
                 "last_activated_at": now(),
                 "ingress": route["metadata"]["name"] if route else None,
             },
+            holder=self.replica,
+            lease="release",
         )
         if doc is None:  # cannot happen while this task holds the transition; be explicit
             raise Conflict("The project changed during activation.", code="InTransition")
@@ -535,6 +591,8 @@ class Lifecycle:
                 "status_reason": None,
                 "status_message": note,
             },
+            holder=self.replica,
+            lease="release",
         )
         if doc is None:
             raise Conflict("The project changed during deactivation.", code="InTransition")

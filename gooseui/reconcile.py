@@ -23,6 +23,7 @@ from typing import Any
 
 from gooseui.cluster import manifests
 from gooseui.cluster.environment import Environments, replicas_of
+from gooseui.errors import Conflict
 from gooseui.events import ProjectEvent
 from gooseui.lifecycle import Lifecycle
 from gooseui.logs import log
@@ -77,6 +78,8 @@ async def reconcile(
             continue  # this process is working on it: its task will settle the status
         try:
             await _converge(store, envs, lifecycle, doc, deployments.get(key), report)
+        except Conflict:
+            pass  # another replica holds the work on it, or it changed meanwhile
         except Exception as exc:  # one project's trouble is not the pass's
             log(
                 logger,
@@ -123,7 +126,15 @@ async def _converge(
         new: Status, reason: str | None, message: str, extra: dict[str, Any] | None = None
     ) -> None:
         changes = {"status": str(new), "status_reason": reason, "status_message": message}
-        if await store.compare_and_set(uid, pid, [status], {**changes, **(extra or {})}):
+        # `free`: never over a transition another replica is working on
+        if await store.compare_and_set(
+            uid,
+            pid,
+            [status],
+            {**changes, **(extra or {})},
+            holder=lifecycle.replica,
+            lease="free",
+        ):
             lifecycle.bus.publish(ProjectEvent(uid, pid, str(new), "reconciled", message, reason))
 
     if status == Status.ACTIVATING:
@@ -157,7 +168,12 @@ async def _converge(
         )
         report.drift.append(f"{label}: active but scaled to 0")
     elif status in (Status.INACTIVE, Status.FAILED) and running:
-        # e.g. the scale-down of a failed activation was refused: its pod must not run on
+        # e.g. the scale-down of a failed activation was refused: its pod must not run on.
+        # The record is read again first: another replica may have started an activation
+        # since this pass listed the records.
+        current = await store.get(uid, pid)
+        if current is None or current["status"] != str(status):
+            return
         await envs.scale(uid, pid, 0)
         log(logger, "reconcile.scaled_down", user_id=uid, project_id=pid, replicas=running)
         report.fixed.append(f"{label}: {status} but ran {running} replica(s) -> scaled to 0")

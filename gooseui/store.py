@@ -14,8 +14,8 @@ import time
 import unicodedata
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -24,6 +24,12 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from gooseui.errors import Conflict, Unavailable
 from gooseui.logs import log
 from gooseui.models import Status
+
+LEASE_SECONDS = 10.0
+"""How long a console replica owns the work on a project without renewing: a replica that
+dies is out of the way this long after its last renewal."""
+
+LeaseOp = Literal["take", "release", "free"]
 
 logger = logging.getLogger("gooseui.store")
 
@@ -210,20 +216,47 @@ class ProjectStore:
         return doc
 
     async def compare_and_set(
-        self, user_id: str, project_id: str, expected: Iterable[Status], changes: Document
+        self,
+        user_id: str,
+        project_id: str,
+        expected: Iterable[Status],
+        changes: Document,
+        *,
+        holder: str | None = None,
+        lease: LeaseOp | None = None,
     ) -> Document | None:
         """Apply `changes` only if the status is one of `expected`; None when it was not.
 
-        This is the single way a lifecycle transition is written.
+        This is the single way a lifecycle transition is written. With `holder`, the work on
+        the project is owned through a lease in its document (`lease_holder`,
+        `lease_expires`): `take` needs the lease free (absent or expired) or the holder's
+        own and gives it to the holder; `release` needs it the holder's and clears it;
+        `free` needs it free or the holder's and clears it.
         """
         started = time.perf_counter()
         allowed = [str(s) for s in expected]
-        update = {**changes, "updated_at": now()}
+        moment = now()
+        query: Document = {"user_id": user_id, "project_id": project_id, "status": {"$in": allowed}}
+        update = {**changes, "updated_at": moment}
+        if holder is not None and lease is not None:
+            if lease == "release":
+                query["lease_holder"] = holder
+            else:
+                query["$or"] = [
+                    {"lease_holder": holder},
+                    {"lease_expires": None},
+                    {"lease_expires": {"$lt": moment}},
+                ]
+            if lease == "take":
+                update |= {
+                    "lease_holder": holder,
+                    "lease_expires": moment + timedelta(seconds=LEASE_SECONDS),
+                }
+            else:
+                update |= {"lease_holder": None, "lease_expires": None}
         async with self._guard("compare_and_set"):
             doc = await self._collection.find_one_and_update(
-                {"user_id": user_id, "project_id": project_id, "status": {"$in": allowed}},
-                {"$set": update},
-                return_document=ReturnDocument.AFTER,
+                query, {"$set": update}, return_document=ReturnDocument.AFTER
             )
         self._logged(
             "compare_and_set",
@@ -232,9 +265,27 @@ class ProjectStore:
             project_id=project_id,
             expected="|".join(allowed),
             status=changes.get("status"),
+            lease=lease,
             result="ok" if doc else "no-match",
         )
         return doc
+
+    async def renew_lease(self, user_id: str, project_id: str, holder: str) -> bool:
+        """Extend the holder's lease; False when it is no longer the holder's."""
+        started = time.perf_counter()
+        async with self._guard("renew_lease"):
+            result = await self._collection.update_one(
+                {"user_id": user_id, "project_id": project_id, "lease_holder": holder},
+                {"$set": {"lease_expires": now() + timedelta(seconds=LEASE_SECONDS)}},
+            )
+        self._logged(
+            "renew_lease",
+            started,
+            user_id=user_id,
+            project_id=project_id,
+            result="ok" if result.matched_count else "lost",
+        )
+        return bool(result.matched_count)
 
     async def set_session(self, user_id: str, project_id: str, session_id: str | None) -> None:
         """Remember the project's current Goose session (not a lifecycle transition)."""
