@@ -29,6 +29,7 @@ from gooseui.errors import (
     UpstreamTimeout,
 )
 from gooseui.goose import GooseClient, GooseUnreachable
+from gooseui.locks import ReplyLocks
 from gooseui.logs import log
 from gooseui.models import Project, Status
 from gooseui.store import ProjectStore
@@ -232,7 +233,7 @@ class Reply:
         old = self.session_id
         await self._stop_reader()
         await self._response.aclose()
-        self._chat._release(old)
+        await self._chat._release(old)
         self.session_id, self._response = await self._chat._reopen(
             self.project, self._endpoint, self._message
         )
@@ -320,7 +321,7 @@ class Reply:
         try:
             await self._response.aclose()
         finally:
-            self._chat._release(self.session_id)
+            await self._chat._release(self.session_id)
 
 
 def _stream_failure(exc: BaseException) -> tuple[str, str]:
@@ -338,12 +339,18 @@ class ChatService:
     """Sessions and replies of active projects."""
 
     def __init__(
-        self, store: ProjectStore, goose: GooseClient, keepalive: float = KEEPALIVE_SECONDS
+        self,
+        store: ProjectStore,
+        goose: GooseClient,
+        keepalive: float = KEEPALIVE_SECONDS,
+        locks: ReplyLocks | None = None,
     ) -> None:
         self.store = store
         self.goose = goose
         self.keepalive = keepalive
+        # replies of this replica; `locks` holds them against the other replicas too
         self._running: set[str] = set()
+        self.locks = locks
         # sessions this console made or saw a reply in: an explicit one of these needs no
         # look-up before its message (a forgotten one still answers with the agent's error)
         self._known: OrderedDict[str, None] = OrderedDict()
@@ -357,8 +364,20 @@ class ChatService:
         while len(self._known) > KNOWN_SESSIONS:
             self._known.popitem(last=False)
 
-    def _release(self, session_id: str) -> None:
+    async def _claim(self, session_id: str) -> bool:
+        if session_id in self._running:
+            return False
+        if self.locks is not None and not await self.locks.claim(session_id):
+            return False
+        self._running.add(session_id)
+        return True
+
+    async def _release(self, session_id: str) -> None:
+        if session_id not in self._running:
+            return
         self._running.discard(session_id)
+        if self.locks is not None:
+            await self.locks.release(session_id)
 
     @staticmethod
     def _endpoint(project: Project) -> str:
@@ -456,21 +475,23 @@ class ChatService:
     ) -> tuple[str, httpx.Response]:
         """The open 200 reply stream for a message, holding the session's one-reply guard."""
         for attempt in range(2):
-            if session_id in self._running:
+            if not await self._claim(session_id):
                 raise Conflict(
                     "A reply is already running in this conversation; wait for it or stop it.",
                     code="ReplyRunning",
                 )
-            self._running.add(session_id)
             try:
                 response = await self.goose.open_reply(endpoint, session_id, message)
             except GooseUnreachable as exc:
-                self._release(session_id)
+                await self._release(session_id)
                 raise _unreachable(exc) from None
+            except BaseException:
+                await self._release(session_id)
+                raise
             if response.status_code == 200:
                 return session_id, response
             await response.aclose()
-            self._release(session_id)
+            await self._release(session_id)
             if response.status_code == 404 and attempt == 0 and renew:
                 # an agent that answers 404 for a session it forgot: start a new one
                 session_id = await self._new_session(project, endpoint)

@@ -8,7 +8,7 @@ since every event carries the project's status, the newest one is always enough 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -40,8 +40,17 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscribers: set[tuple[asyncio.Queue[ProjectEvent], str | None, str | None]] = set()
+        # where this replica's own events go besides its subscribers (see gooseui.fanout)
+        self.forward: Callable[[ProjectEvent], None] | None = None
 
     def publish(self, event: ProjectEvent) -> None:
+        """An event of this process: to its subscribers, and to the other replicas."""
+        self.deliver(event)
+        if self.forward is not None:
+            self.forward(event)
+
+    def deliver(self, event: ProjectEvent) -> None:
+        """An event to this process's subscribers only (one from another replica, say)."""
         for queue, user_id, project_id in list(self._subscribers):
             if user_id is not None and user_id != event.user_id:
                 continue

@@ -24,8 +24,10 @@ from gooseui.config import Settings, env_name
 from gooseui.embedded import EmbeddedMongo
 from gooseui.errors import GooseUIError, Unavailable
 from gooseui.events import EventBus
+from gooseui.fanout import EventFanout
 from gooseui.goose import GooseClient
-from gooseui.lifecycle import Lifecycle
+from gooseui.lifecycle import Lifecycle, replica_id
+from gooseui.locks import ReplyLocks
 from gooseui.logs import log
 from gooseui.looplag import LoopLagMonitor
 from gooseui.reconcile import Report, reconcile
@@ -102,6 +104,10 @@ class Runtime:
         self.goose: GooseClient | None = None
         self.lifecycle: Lifecycle | None = None
         self.reconciliation: Report | None = None
+        # this process among the console's replicas (leases, locks and events name it)
+        self.replica = replica_id()
+        self.fanout: EventFanout | None = None
+        self.locks: ReplyLocks | None = None
         self._reported: set[str] = set()  # drift and orphan lines already logged
         self._reconciler: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagMonitor()
@@ -149,6 +155,11 @@ class Runtime:
         info = await self.kube.connect()
         environments = Environments(self.kube, settings) if info.configured else None
         self.goose = GooseClient(self.kube)
+        database = self.mongo[settings.mongo_db]
+        collection = settings.projects_collection
+        self.fanout = EventFanout(database[f"{collection}_events"], self.bus, self.replica)
+        await self.fanout.start()
+        self.locks = ReplyLocks(database[f"{collection}_reply_locks"], self.replica)
         self.lifecycle = Lifecycle(
             settings,
             store,
@@ -157,13 +168,14 @@ class Runtime:
             self.goose,
             cluster_problem=info.problem,
             agent_env=AgentEnvSource(settings, self.kube, demo),
+            replica=self.replica,
         )
         self._service = ProjectService(
             settings,
             store,
             self.bus,
             self.lifecycle,
-            ChatService(store, self.goose, settings.chat_keepalive),
+            ChatService(store, self.goose, settings.chat_keepalive, self.locks),
         )
         if environments is not None:
             await self._reconcile(store, environments)
@@ -214,6 +226,12 @@ class Runtime:
             self._reconciler = None
         if self.lifecycle is not None:
             await self.lifecycle.close()
+        if self.locks is not None:
+            await self.locks.close()
+            self.locks = None
+        if self.fanout is not None:
+            await self.fanout.stop()
+            self.fanout = None
         if self.goose is not None:
             await self.goose.close()
         await self.kube.close()

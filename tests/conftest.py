@@ -7,9 +7,11 @@ import logging
 import os
 import runpy
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +192,60 @@ async def live_console(request: pytest.FixtureRequest) -> AsyncIterator[str]:
                 await task
         finally:
             os.environ.pop("NICEGUI_USER_SIMULATION", None)
+
+
+@dataclass
+class Replica:
+    url: str
+    process: asyncio.subprocess.Process
+    log: Path
+
+
+@asynccontextmanager
+async def console_replica(directory: Path, **env: str) -> AsyncIterator[Replica]:
+    """`python -m gooseui` in its own process (the environment of `console_env`, its own
+    port and data directory); its log must hold no ERROR line or traceback, unless it was
+    killed."""
+    os.makedirs(directory, exist_ok=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # not under pytest, to NiceGUI's eyes: a console as an operator starts it
+    child = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "NICEGUI_"))}
+    child |= {"GOOSEUI_HOST": "127.0.0.1", "GOOSEUI_PORT": str(port)}
+    child |= {"GOOSEUI_DATA_DIR": str(directory / "data"), **env}
+    log_path = directory / "console.log"
+    with log_path.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gooseui", env=child, stdout=log_file, stderr=log_file
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            for _ in range(600):
+                if process.returncode is not None:
+                    pytest.fail(f"the console stopped:\n{log_path.read_text()[-3000:]}")
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail(f"the console did not get ready:\n{log_path.read_text()[-3000:]}")
+        yield Replica(url, process, log_path)
+    finally:
+        killed = process.returncode is not None and process.returncode < 0
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+    log = log_path.read_text(errors="replace")
+    if not killed:
+        assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
 
 
 @pytest.fixture
