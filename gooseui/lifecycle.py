@@ -295,6 +295,25 @@ class Lifecycle:
         task = self._start(started, self._activate(started))
         return await self._outcome(task, wait, started)
 
+    async def repair(self, project: Project, why: str) -> Project:
+        """Activate an `active` project again, because the cluster no longer runs it as
+        recorded (its Deployment deleted, scaled to 0 or edited behind the console's back).
+
+        The activation's steps are idempotent: what exists is left, what is missing or
+        changed is applied again, and the project is `active` once the agent answers.
+        """
+        started = await self._transition(
+            project,
+            [Status.ACTIVE],
+            Status.ACTIVATING,
+            {"status_reason": None, "status_message": why, "desired_replicas": 1},
+        )
+        self.publish(started, Status.ACTIVATING, "repair", why)
+        log(logger, "project.repair", logging.WARNING, user_id=project.user_id,
+            project_id=project.project_id, why=why)  # fmt: skip
+        self._start(started, self._activate(started))
+        return started
+
     async def _activate(self, project: Project) -> Project:
         envs = self._envs()
         uid, pid = project.user_id, project.project_id
@@ -371,6 +390,9 @@ class Lifecycle:
                 "status_message": None,
                 "last_activated_at": now(),
                 "ingress": route["metadata"]["name"] if route else None,
+                # what was applied: a different image later is an edit behind the console's
+                # back (a new ACR_IMAGE reaches a project at its next activation, not before)
+                "applied_image": self.settings.acr_image,
             },
             holder=self.replica,
             lease="release",

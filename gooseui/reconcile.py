@@ -7,12 +7,13 @@ server refused, kubectl) the next pass sees only the difference.
 
 - A transition no task works on (`activating`, `deactivating`) is resumed: the activation
   runs again from the top (every step is idempotent), the deactivation likewise.
+- An `active` project whose Deployment is gone (its namespace too, say), at 0, or running
+  another image is activated again; one scaled above 1 is scaled back to 1.
 - A project that should not run (`inactive`, `failed`) but whose Deployment has replicas is
   scaled to 0; its status and failure reason stay as they are.
-- What repair would destroy or guess at is reported, never acted on: an `active` project
-  whose Deployment is gone or at 0 becomes `failed` (`Drift`), an interrupted deletion
-  becomes `failed` (`Interrupted`) for the operator to repeat, and Deployments without a
-  record are listed as orphans. Nothing is ever deleted here.
+- What repair would destroy or guess at is reported, never acted on: an interrupted
+  deletion becomes `failed` (`Interrupted`) for the operator to repeat, and Deployments
+  without a record are listed as orphans. Nothing is ever deleted here.
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ async def reconcile(
     return report
 
 
+def _image(deployment: dict[str, Any] | None) -> str | None:
+    containers = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+    first = (containers.get("containers") or [{}])[0]
+    return first.get("image")
+
+
 async def _converge(
     store: ProjectStore,
     envs: Environments,
@@ -151,22 +158,27 @@ async def _converge(
             "The deletion was interrupted (the console restarted); delete again.",
         )
         report.fixed.append(f"{label}: deleting -> failed (Interrupted)")
-    elif status == Status.ACTIVE and deployment is None:
-        await set_status(
-            Status.FAILED,
-            "Drift",
-            "The environment's Deployment is gone from the cluster.",
-            {"endpoint": None, "desired_replicas": 0},
+    elif status == Status.ACTIVE and (deployment is None or not running):
+        # the operator wants it running and nobody else is making it so: activate again
+        if deployment is None:
+            found = "its Deployment is gone"
+            why = "The environment's Deployment was gone from the cluster; re-creating it."
+        else:
+            found = "scaled to 0"
+            why = "The environment was scaled to 0 outside the console; starting it again."
+        await lifecycle.repair(Project.from_document(doc), why)
+        report.fixed.append(f"{label}: active but {found} -> activated again")
+    elif status == Status.ACTIVE and doc.get("applied_image") not in (None, _image(deployment)):
+        why = (
+            f"The environment's image was changed outside the console (to "
+            f"{_image(deployment)!r}); applying the console's image again."
         )
-        report.drift.append(f"{label}: active but its Deployment is gone")
-    elif status == Status.ACTIVE and not running:
-        await set_status(
-            Status.FAILED,
-            "Drift",
-            "The environment was scaled to 0 outside the console.",
-            {"endpoint": None, "desired_replicas": 0},
-        )
-        report.drift.append(f"{label}: active but scaled to 0")
+        await lifecycle.repair(Project.from_document(doc), why)
+        report.fixed.append(f"{label}: image edited -> applied again")
+    elif status == Status.ACTIVE and running > 1:
+        await envs.scale(uid, pid, 1)
+        log(logger, "reconcile.scaled_down", user_id=uid, project_id=pid, replicas=running)
+        report.fixed.append(f"{label}: active with {running} replicas -> scaled to 1")
     elif status in (Status.INACTIVE, Status.FAILED) and running:
         # e.g. the scale-down of a failed activation was refused: its pod must not run on.
         # The record is read again first: another replica may have started an activation

@@ -391,7 +391,7 @@ async def test_restart_mid_activation_is_reconciled(
         assert (await deployment(kube, project))["spec"]["replicas"] == 1
 
 
-async def test_drift_and_orphans_are_reported(
+async def test_a_deleted_deployment_is_recreated_and_orphans_reported(
     console_env: dict[str, str], request: pytest.FixtureRequest, kube: k8s.ApiClient
 ) -> None:
     async with console(request) as client:
@@ -408,12 +408,14 @@ async def test_drift_and_orphans_are_reported(
     await mongo[console_env["MONGO_DB"]]["projects"].delete_one({"project_id": other["project_id"]})
     await mongo.close()
     async with console(request) as client:
-        stored = (await client.get(url(project))).json()
-        assert stored["status"] == "failed" and stored["status_reason"] == "Drift"
         report = (await client.get("/readyz")).json()["checks"]["cluster"]["reconciliation"]
         assert report["orphans"] == [f"{other['namespace']}/{other['deployment']}"]
-        assert len(report["drift"]) == 1
-    # reported, never deleted
+        assert any("its Deployment is gone -> activated again" in f for f in report["fixed"])
+        # the operator wanted it running: it runs again
+        stored = await settled(client, project)
+        assert stored["status"] == "active", stored
+        assert (await deployment(kube, project))["spec"]["replicas"] == 1
+    # an orphan is reported, never deleted
     assert await deployment(kube, other) is not None
 
 
@@ -601,3 +603,58 @@ async def test_a_hanging_api_server_fails_fast_and_is_repaired_after(
         assert (await deployment(kube, running))["spec"]["replicas"] == 0
         assert (await client.get(url(project))).json()["status"] == "failed"
         assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_changes_behind_the_consoles_back_are_repaired(
+    console_env: dict[str, str],
+    kube: k8s.ApiClient,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """kubectl scale --replicas=3, kubectl set image, kubectl delete namespace: the next
+    pass puts each back as recorded, and the project ends `active`."""
+    monkeypatch.setenv("GOOSEUI_RECONCILE_INTERVAL", "0.5")
+    apps = k8s.AppsV1Api(kube)
+
+    async def until(check: Any, seconds: float = 20) -> Any:
+        for _ in range(int(seconds * 20)):
+            value = await check()
+            if value:
+                return value
+            await asyncio.sleep(0.05)
+        return await check()
+
+    async with console(request) as client:
+        project = await new_project(client)
+        assert (await client.post(url(project, "activate"))).status_code == 200
+        name, namespace = project["deployment"], project["namespace"]
+
+        await apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": 3}})
+
+        async def one_replica() -> bool:
+            return (await deployment(kube, project))["spec"]["replicas"] == 1
+
+        assert await until(one_replica)
+        assert (await client.get(url(project))).json()["status"] == "active"
+
+        patch = {"spec": {"template": {"spec": {"containers": [
+            {"name": "goose-api", "image": "goose-api:someone-elses"}]}}}}  # fmt: skip
+        await apps.patch_namespaced_deployment(name, namespace, patch)
+
+        async def image_back() -> bool:
+            dep = await deployment(kube, project)
+            return dep["spec"]["template"]["spec"]["containers"][0]["image"] != (
+                "goose-api:someone-elses"
+            )
+
+        assert await until(image_back)
+        assert (await settled(client, project))["status"] == "active"
+
+        await k8s.CoreV1Api(kube).delete_namespace(namespace)
+
+        async def recreated() -> bool:
+            dep = await deployment(kube, project)
+            stored = (await client.get(url(project))).json()
+            return bool(dep) and stored["status"] == "active"
+
+        assert await until(recreated, 40)
