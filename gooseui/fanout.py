@@ -26,6 +26,8 @@ from gooseui.store import now
 logger = logging.getLogger("gooseui.fanout")
 
 POLL_SECONDS = 0.25
+HEARTBEAT_SECONDS = 1.0
+PEER_SECONDS = 5.0  # a replica not heard of for this long is gone
 KEEP_SECONDS = 3600  # a TTL index takes old events away where the server has one
 QUEUE_SIZE = 1024
 _FIELDS = ("user_id", "project_id", "status", "step", "message", "reason")
@@ -41,8 +43,13 @@ class EventFanout:
         replica: str,
         *,
         change_streams: bool = True,
+        presence: AsyncCollection[Any] | None = None,
     ) -> None:
         self._collection = collection
+        # who else runs: events are written out only while another replica reads them, so
+        # a lone console pays one heartbeat a second, not a write per event
+        self._presence = presence
+        self.peers: list[str] = [] if presence is not None else ["?"]
         self._change_streams = change_streams
         self._bus = bus
         self.replica = replica
@@ -61,6 +68,12 @@ class EventFanout:
             asyncio.create_task(self._write(), name="events out"),
             asyncio.create_task(self._read(), name="events in"),
         ]
+        if self._presence is not None:
+            try:
+                await self._beat()
+            except PyMongoError as exc:
+                log(logger, "mongo.error", logging.WARNING, op="heartbeat", error=str(exc))
+            self._tasks.append(asyncio.create_task(self._heartbeat(), name="replica heartbeat"))
 
     async def stop(self) -> None:
         self._bus.forward = None
@@ -72,8 +85,39 @@ class EventFanout:
         # for long
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
+        if self._presence is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await self._presence.delete_one({"_id": self.replica})
+            except (PyMongoError, TimeoutError):
+                pass  # the others stop counting this one after PEER_SECONDS
+
+    async def _heartbeat(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self._beat()
+            except PyMongoError as exc:
+                log(logger, "mongo.error", logging.WARNING, op="heartbeat", error=str(exc))
+
+    async def _beat(self) -> None:
+        """Say this replica runs, and learn which others do (not logged: one a second)."""
+        assert self._presence is not None
+        moment = now()
+        await self._presence.update_one(
+            {"_id": self.replica}, {"$set": {"seen": moment}}, upsert=True
+        )
+        alive = self._presence.find(
+            {
+                "_id": {"$ne": self.replica},
+                "seen": {"$gte": moment - timedelta(seconds=PEER_SECONDS)},
+            }
+        )
+        self.peers = sorted([doc["_id"] async for doc in alive])
 
     def _forward(self, event: ProjectEvent) -> None:
+        if not self.peers:
+            return
         if self._outbox.full():
             self._outbox.get_nowait()  # the newest carries the current status
         self._outbox.put_nowait(event)

@@ -157,7 +157,12 @@ class Runtime:
         self.goose = GooseClient(self.kube)
         database = self.mongo[settings.mongo_db]
         collection = settings.projects_collection
-        self.fanout = EventFanout(database[f"{collection}_events"], self.bus, self.replica)
+        self.fanout = EventFanout(
+            database[f"{collection}_events"],
+            self.bus,
+            self.replica,
+            presence=database[f"{collection}_replicas"],
+        )
         await self.fanout.start()
         self.locks = ReplyLocks(database[f"{collection}_reply_locks"], self.replica)
         self.lifecycle = Lifecycle(
@@ -263,6 +268,8 @@ class Runtime:
             check.update(ok=False, error=exc.detail)
         except TimeoutError:
             check.update(ok=False, error=f"MongoDB did not answer within {READY_SECONDS:g} s.")
+        if self.fanout is not None:
+            check["replicas"] = [self.replica, *self.fanout.peers]
         if self.embedded is not None and self.embedded.last_exit:
             check["restarts"] = self.embedded.restarts
             check["notice"] = (

@@ -56,12 +56,22 @@ def now() -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
+REFUSAL_MEMORY = 30.0
+_last_refusal = -REFUSAL_MEMORY
+
+
 def database_error(exc: PyMongoError) -> Unavailable:
     """What the operator reads: refused credentials are not an unreachable server."""
+    global _last_refusal
     text = str(exc)
     refused = (isinstance(exc, OperationFailure) and exc.code == 18) or (
         "authentication failed" in text.lower()
     )
+    if refused:
+        _last_refusal = time.monotonic()
+    elif "pool paused" in text and time.monotonic() - _last_refusal < REFUSAL_MEMORY:
+        # PyMongo pauses the pool after a refused login: another caller's refusal is the cause
+        refused = True
     if refused:
         return Unavailable(
             "MongoDB refused the credentials in MONGO_URI (authentication failed).",

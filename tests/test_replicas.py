@@ -33,6 +33,16 @@ async def replicas(console_env: dict[str, str], tmp_path: Path) -> AsyncIterator
         console_replica(tmp_path / "a", **FAST) as a,
         console_replica(tmp_path / "b", **FAST) as b,
     ):
+        # each knows the other (a heartbeat a second), so each writes its events out
+        for url in (a.url, b.url):
+            async with httpx.AsyncClient(base_url=url) as http:
+                for _ in range(100):
+                    checks = (await http.get("/readyz")).json()["checks"]
+                    if len(checks["mongodb"].get("replicas", [])) == 2:
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    pytest.fail(f"{url} does not see the other replica: {checks}")
         yield [a, b]
 
 
