@@ -94,7 +94,14 @@ def create_client(uri: str) -> AsyncMongoClient[Document]:
     """
     options: dict[str, Any] = {"tz_aware": True, "appname": "gooseui"}
     lowered = uri.lower()
-    for name, value in (("serverSelectionTimeoutMS", 5000), ("connectTimeoutMS", 5000)):
+    # socketTimeoutMS: a server that accepts and never answers (stopped, swapping) fails an
+    # operation in 10 s instead of holding it, and whoever waits on it, for ever
+    defaults = (
+        ("serverSelectionTimeoutMS", 5000),
+        ("connectTimeoutMS", 5000),
+        ("socketTimeoutMS", 10000),
+    )
+    for name, value in defaults:
         if name.lower() not in lowered:
             options[name] = value
     return AsyncMongoClient(uri, **options)

@@ -658,3 +658,35 @@ async def test_changes_behind_the_consoles_back_are_repaired(
             return bool(dep) and stored["status"] == "active"
 
         assert await until(recreated, 40)
+
+
+async def test_mongodb_gone_during_an_activation_and_back(
+    console_env: dict[str, str],
+    sim: SimClusterThread,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The console's database stops answering (SIGSTOP) while an activation waits for its
+    pod: the final status write fails. Once it answers again (SIGCONT), the project ends
+    `active`, not `activating` for good."""
+    import os
+    import signal
+
+    from nicegui import app
+
+    monkeypatch.delenv("MONGO_URI")  # the console's own (embedded) database, to stop
+    monkeypatch.setenv("GOOSEUI_RECONCILE_INTERVAL", "0.5")
+    async with console(request) as client:
+        project = await new_project(client)
+        database = app.state.runtime.embedded._process.pid
+        sim.set_slow_readiness(2.0)
+        response = await client.post(url(project, "activate"), params={"wait": "false"})
+        assert response.status_code == 202
+        os.kill(database, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(4.0)  # the pod gets ready meanwhile; the final write hangs
+        finally:
+            os.kill(database, signal.SIGCONT)
+        sim.set_slow_readiness(0.0)
+        stored = await settled(client, project, 40)
+        assert stored["status"] == "active", stored
