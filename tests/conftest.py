@@ -134,11 +134,19 @@ def console_env(
     for name in list(os.environ):
         if name.startswith(CONSOLE_ENV_PREFIXES) and not name.startswith("GOOSEUI_TEST_"):
             monkeypatch.delenv(name)
-    env = {
+    env = console_settings(tmp_path, mongo_uri, sim)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def console_settings(directory: Path, mongo_uri: str, sim: SimClusterThread) -> dict[str, str]:
+    """The environment of a test's console (see `console_env`)."""
+    return {
         "MONGO_URI": mongo_uri,
         "MONGO_DB": f"t_{uuid.uuid4().hex[:12]}",
-        "GOOSEUI_DATA_DIR": str(tmp_path / "data"),
-        "HOME": str(tmp_path),
+        "GOOSEUI_DATA_DIR": str(directory / "data"),
+        "HOME": str(directory),
         "KUBECONFIG": str(sim.kubeconfig_path),
         "NAMESPACE_PREFIX": f"t{uuid.uuid4().hex[:6]}-",
         "GOOSEUI_UNSCHEDULABLE_GRACE": "0",
@@ -146,11 +154,8 @@ def console_env(
         # passes after the start-up one only where a test asks: a test that arranges a state
         # by hand must not race a pass that repairs it
         "GOOSEUI_RECONCILE_INTERVAL": "0",
-        "GOOSEUI_GOOSE_ENV_FILE": str(write_agent_env(tmp_path / "agent.env", mongo_uri)),
+        "GOOSEUI_GOOSE_ENV_FILE": str(write_agent_env(directory / "agent.env", mongo_uri)),
     }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
 
 
 @asynccontextmanager
@@ -210,8 +215,15 @@ async def console_replica(directory: Path, **env: str) -> AsyncIterator[Replica]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    # not under pytest, to NiceGUI's eyes: a console as an operator starts it
+    # not under pytest, to NiceGUI's eyes: a console as an operator starts it; and only
+    # the console settings given (those of `console_env`, or `env`)
     child = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "NICEGUI_"))}
+    if "MONGO_DB" in env:  # a whole set of settings: none of the caller's
+        child = {
+            k: v
+            for k, v in child.items()
+            if not k.startswith(CONSOLE_ENV_PREFIXES) or k.startswith("GOOSEUI_TEST_")
+        }
     child |= {"GOOSEUI_HOST": "127.0.0.1", "GOOSEUI_PORT": str(port)}
     child |= {"GOOSEUI_DATA_DIR": str(directory / "data"), **env}
     log_path = directory / "console.log"

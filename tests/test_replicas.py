@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,16 @@ from kubernetes_asyncio import client as k8s
 
 from gooseui.devcluster import SimClusterThread
 
-from .conftest import Replica, console_replica
+from .conftest import Replica, console_replica, console_settings
 
 FAST = {"GOOSEUI_RECONCILE_INTERVAL": "0.5"}
 
 
-@pytest.fixture
-async def replicas(console_env: dict[str, str], tmp_path: Path) -> AsyncIterator[list[Replica]]:
+@asynccontextmanager
+async def replica_pair(directory: Path, env: dict[str, str]) -> AsyncIterator[list[Replica]]:
     async with (
-        console_replica(tmp_path / "a", **FAST) as a,
-        console_replica(tmp_path / "b", **FAST) as b,
+        console_replica(directory / "a", **env) as a,
+        console_replica(directory / "b", **env) as b,
     ):
         # each knows the other (a heartbeat a second), so each writes its events out
         for url in (a.url, b.url):
@@ -44,6 +45,27 @@ async def replicas(console_env: dict[str, str], tmp_path: Path) -> AsyncIterator
                 else:
                     pytest.fail(f"{url} does not see the other replica: {checks}")
         yield [a, b]
+
+
+@pytest.fixture(scope="module")
+async def replicas(
+    tmp_path_factory: pytest.TempPathFactory, mongo_uri: str, sim_cluster: SimClusterThread
+) -> AsyncIterator[list[Replica]]:
+    """Two replicas shared by this module's tests (each test makes its own projects)."""
+    directory = tmp_path_factory.mktemp("replicas")
+    async with replica_pair(
+        directory, console_settings(directory, mongo_uri, sim_cluster) | FAST
+    ) as pair:
+        yield pair
+
+
+@pytest.fixture
+async def doomed_replicas(
+    console_env: dict[str, str], tmp_path: Path
+) -> AsyncIterator[list[Replica]]:
+    """Two replicas of this test alone: it kills one."""
+    async with replica_pair(tmp_path, console_env | FAST) as pair:
+        yield pair
 
 
 async def create(url: str, name: str) -> dict[str, Any]:
@@ -73,7 +95,7 @@ async def test_a_project_and_its_progress_reach_every_replica(replicas: list[Rep
     project = await create(a.url, "Shared")
     async with httpx.AsyncClient(base_url=b.url, timeout=30) as http:
         listed = (await http.get("/users/alice/projects")).json()
-        assert [p["project_id"] for p in listed] == [project["project_id"]]
+        assert project["project_id"] in [p["project_id"] for p in listed]
         seen: list[tuple[float, dict]] = []
 
         async def follow() -> None:
@@ -122,9 +144,9 @@ async def test_concurrent_activations_from_two_replicas_are_one(
 
 
 async def test_a_replica_killed_mid_activation_is_taken_over(
-    replicas: list[Replica], sim: SimClusterThread
+    doomed_replicas: list[Replica], sim: SimClusterThread
 ) -> None:
-    a, b = replicas
+    a, b = doomed_replicas
     project = await create(a.url, "Orphaned")
     sim.set_slow_readiness(3.0)
     async with httpx.AsyncClient(base_url=a.url) as on_a:
