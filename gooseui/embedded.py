@@ -98,7 +98,6 @@ class EmbeddedMongo:
             if self._process is not process:  # stopped on purpose
                 return
             failures = 0 if time.monotonic() - up > STABLE_SECONDS else failures + 1
-            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
             self.last_exit = f"exit code {code} at {time.strftime('%H:%M:%S')}"
             log(
                 logger,
@@ -106,18 +105,17 @@ class EmbeddedMongo:
                 logging.ERROR,
                 code=code,
                 storage=str(self.storage),
-                restart_in_s=delay,
                 log_file=str(self.log_file) if self.log_file else None,
             )
-            await asyncio.sleep(delay)
-            try:
-                await self._spawn(30.0)
-            except EmbeddedDatabaseError as exc:
-                log(logger, "embedded.restart_failed", logging.ERROR, error=str(exc))
-                self._process = process  # wait on the dead one again: retried after back-off
-                failures += 1
-                await asyncio.sleep(RESTART_DELAYS[-1])
-                continue
+            while True:
+                delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+                await asyncio.sleep(delay)
+                try:
+                    await self._spawn(30.0)
+                    break
+                except EmbeddedDatabaseError as exc:
+                    log(logger, "embedded.restart_failed", logging.ERROR, error=str(exc))
+                    failures += 1
             self.restarts += 1
             log(logger, "embedded.restarted", restarts=self.restarts, storage=str(self.storage))
 

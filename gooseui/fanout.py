@@ -41,15 +41,15 @@ class EventFanout:
         collection: AsyncCollection[Any],
         bus: EventBus,
         replica: str,
+        presence: AsyncCollection[Any],
         *,
         change_streams: bool = True,
-        presence: AsyncCollection[Any] | None = None,
     ) -> None:
         self._collection = collection
         # who else runs: events are written out only while another replica reads them, so
         # a lone console pays one heartbeat a second, not a write per event
         self._presence = presence
-        self.peers: list[str] = [] if presence is not None else ["?"]
+        self.peers: list[str] = []
         self._change_streams = change_streams
         self._bus = bus
         self.replica = replica
@@ -68,12 +68,11 @@ class EventFanout:
             asyncio.create_task(self._write(), name="events out"),
             asyncio.create_task(self._read(), name="events in"),
         ]
-        if self._presence is not None:
-            try:
-                await self._beat()
-            except PyMongoError as exc:
-                log(logger, "mongo.error", logging.WARNING, op="heartbeat", error=str(exc))
-            self._tasks.append(asyncio.create_task(self._heartbeat(), name="replica heartbeat"))
+        try:
+            await self._beat()
+        except PyMongoError as exc:
+            log(logger, "mongo.error", logging.WARNING, op="heartbeat", error=str(exc))
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="replica heartbeat"))
 
     async def stop(self) -> None:
         self._bus.forward = None
@@ -85,12 +84,11 @@ class EventFanout:
         # for long
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
-        if self._presence is not None:
-            try:
-                async with asyncio.timeout(2):
-                    await self._presence.delete_one({"_id": self.replica})
-            except (PyMongoError, TimeoutError):
-                pass  # the others stop counting this one after PEER_SECONDS
+        try:
+            async with asyncio.timeout(2):
+                await self._presence.delete_one({"_id": self.replica})
+        except (PyMongoError, TimeoutError):
+            pass  # the others stop counting this one after PEER_SECONDS
 
     async def _heartbeat(self) -> None:
         while not self._stopping:
@@ -101,12 +99,13 @@ class EventFanout:
                 log(logger, "mongo.error", logging.WARNING, op="heartbeat", error=str(exc))
 
     async def _beat(self) -> None:
-        """Say this replica runs, and learn which others do (not logged: one a second)."""
-        assert self._presence is not None
+        """Say this replica runs, and learn which others do."""
         moment = now()
         await self._presence.update_one(
             {"_id": self.replica}, {"$set": {"seen": moment}}, upsert=True
         )
+        # one a second: logged below INFO, where an operator who wants every write sees it
+        log(logger, "mongo.write", logging.DEBUG, op="heartbeat", replica=self.replica)
         alive = self._presence.find(
             {
                 "_id": {"$ne": self.replica},
@@ -174,6 +173,9 @@ class EventFanout:
     async def _poll(self, since: datetime) -> datetime:
         seen: dict[Any, datetime] = {}
         while not self._stopping:
+            if not self.peers:  # nobody writes events for this replica to read
+                await asyncio.sleep(POLL_SECONDS)
+                continue
             # a little overlap: writers' clocks and commits are not in step
             cursor = self._collection.find(
                 {"replica": {"$ne": self.replica}, "at": {"$gte": since - timedelta(seconds=2)}}

@@ -309,8 +309,14 @@ class Lifecycle:
             {"status_reason": None, "status_message": why, "desired_replicas": 1},
         )
         self.publish(started, Status.ACTIVATING, "repair", why)
-        log(logger, "project.repair", logging.WARNING, user_id=project.user_id,
-            project_id=project.project_id, why=why)  # fmt: skip
+        log(
+            logger,
+            "project.repair",
+            logging.WARNING,
+            user_id=project.user_id,
+            project_id=project.project_id,
+            why=why,
+        )
         self._start(started, self._activate(started))
         return started
 

@@ -37,8 +37,6 @@ class ReplyLocks:
 
     async def claim(self, session_id: str) -> bool:
         """Take the conversation's lock; False when a reply is running there already."""
-        if session_id in self._held:
-            return False
         started = time.perf_counter()
         lock = {"holder": self.holder, "expires": now() + timedelta(seconds=LOCK_SECONDS)}
         try:

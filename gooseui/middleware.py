@@ -53,7 +53,8 @@ class CorrelationMiddleware:
             # can log it again; once is enough, and the server's copy has no request id.
             if not answered:
                 logger.error("unexpected error", exc_info=exc)
-                await _internal_error(send_with_id, exc)
+                detail = f"Internal error: {type(exc).__name__}"
+                await send_error(send_with_id, 500, detail, "InternalError")
             elif status != 500:
                 logger.error("response failed after it started", exc_info=exc)
         finally:
@@ -70,20 +71,13 @@ class CorrelationMiddleware:
             request_id.reset(token)
 
 
-async def _internal_error(send: Send, exc: Exception) -> None:
-    body = json.dumps(
-        {"detail": f"Internal error: {type(exc).__name__}"[:300], "code": "InternalError"}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+async def send_error(send: Send, status: int, detail: str, code: str, close: bool = False) -> None:
+    """Answer `{"detail", "code"}` from below the web framework (which has no say here)."""
+    body = json.dumps({"detail": detail, "code": code}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -136,21 +130,5 @@ class BodyLimitMiddleware:
         await self.app(scope, replayed, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "detail": f"The request body is larger than {self.limit} bytes.",
-                "code": "BodyTooLarge",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"The request body is larger than {self.limit} bytes."
+        await send_error(send, 413, detail, "BodyTooLarge", close=True)

@@ -25,7 +25,6 @@ from typing import Any
 from gooseui.cluster import manifests
 from gooseui.cluster.environment import Environments, replicas_of
 from gooseui.errors import Conflict
-from gooseui.events import ProjectEvent
 from gooseui.lifecycle import Lifecycle
 from gooseui.logs import log
 from gooseui.models import Project, Status
@@ -38,7 +37,6 @@ logger = logging.getLogger("gooseui.reconcile")
 class Report:
     checked: int = 0
     fixed: list[str] = field(default_factory=list)
-    drift: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -47,7 +45,7 @@ class Report:
             return f"reconciliation skipped: {self.error}"
         return (
             f"{self.checked} projects checked, {len(self.fixed)} fixed, "
-            f"{len(self.drift)} drifted, {len(self.orphans)} orphaned objects"
+            f"{len(self.orphans)} orphaned objects"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -60,7 +58,7 @@ async def reconcile(
     lifecycle: Lifecycle,
     reported: set[str] | None = None,
 ) -> Report:
-    """One pass; `reported` holds the drift and orphan lines already logged (not repeated)."""
+    """One pass; `reported` holds the orphans already logged (not logged again)."""
     report = Report()
     # only namespaces with this console's prefix are its own; another console may share the cluster
     prefix = envs.settings.namespace_prefix
@@ -93,9 +91,6 @@ async def reconcile(
     for key in deployments.keys() - known:
         report.orphans.append(f"{key[0]}/{key[1]}")
     seen = reported if reported is not None else set()
-    for line in report.drift:
-        if line not in seen:
-            log(logger, "reconcile.drift", logging.WARNING, detail=line)
     for line in report.orphans:
         if line not in seen:
             log(
@@ -105,7 +100,7 @@ async def reconcile(
                 deployment=line,
                 note="no project record; left untouched",
             )
-    seen.update(report.drift, report.orphans)
+    seen.update(report.orphans)
     if reported is None or report.fixed:
         log(logger, "reconcile.done", summary=report.summary())
     return report
@@ -129,21 +124,6 @@ async def _converge(
     label = f"{uid}/{pid}"
     running = replicas_of(deployment) if deployment is not None else 0
 
-    async def set_status(
-        new: Status, reason: str | None, message: str, extra: dict[str, Any] | None = None
-    ) -> None:
-        changes = {"status": str(new), "status_reason": reason, "status_message": message}
-        # `free`: never over a transition another replica is working on
-        if await store.compare_and_set(
-            uid,
-            pid,
-            [status],
-            {**changes, **(extra or {})},
-            holder=lifecycle.replica,
-            lease="free",
-        ):
-            lifecycle.bus.publish(ProjectEvent(uid, pid, str(new), "reconciled", message, reason))
-
     if status == Status.ACTIVATING:
         # the operator asked for it to run and nobody is making it so: make it so
         await lifecycle.activate(Project.from_document(doc), wait=False)
@@ -152,12 +132,19 @@ async def _converge(
         await lifecycle.deactivate(Project.from_document(doc), wait=False)
         report.fixed.append(f"{label}: deactivating with no task -> deactivation resumed")
     elif status == Status.DELETING:
-        await set_status(
-            Status.FAILED,
-            "Interrupted",
-            "The deletion was interrupted (the console restarted); delete again.",
-        )
-        report.fixed.append(f"{label}: deleting -> failed (Interrupted)")
+        message = "The deletion was interrupted (the console restarted); delete again."
+        failed = {"status": str(Status.FAILED), "status_reason": "Interrupted"}
+        # `free`: never over a deletion another replica is working on
+        if await store.compare_and_set(
+            uid,
+            pid,
+            [status],
+            {**failed, "status_message": message},
+            holder=lifecycle.replica,
+            lease="free",
+        ):
+            lifecycle.publish(doc, Status.FAILED, "reconciled", message, "Interrupted")
+            report.fixed.append(f"{label}: deleting -> failed (Interrupted)")
     elif status == Status.ACTIVE and (deployment is None or not running):
         # the operator wants it running and nobody else is making it so: activate again
         if deployment is None:

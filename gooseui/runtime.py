@@ -108,7 +108,7 @@ class Runtime:
         self.replica = replica_id()
         self.fanout: EventFanout | None = None
         self.locks: ReplyLocks | None = None
-        self._reported: set[str] = set()  # drift and orphan lines already logged
+        self._reported: set[str] = set()  # orphans already logged
         self._reconciler: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagMonitor()
 
@@ -161,7 +161,7 @@ class Runtime:
             database[f"{collection}_events"],
             self.bus,
             self.replica,
-            presence=database[f"{collection}_replicas"],
+            database[f"{collection}_replicas"],
         )
         await self.fanout.start()
         self.locks = ReplyLocks(database[f"{collection}_reply_locks"], self.replica)

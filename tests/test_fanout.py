@@ -1,5 +1,5 @@
 """Events between replicas through MongoDB: by change stream, and by polling where the
-server has none (a standalone mongod)."""
+server has none (a standalone mongod); a replica alone writes none."""
 
 from __future__ import annotations
 
@@ -18,16 +18,26 @@ async def test_an_event_published_on_one_replica_reaches_the_other(
     mongo_uri: str, change_streams: bool
 ) -> None:
     mongo = create_client(mongo_uri)
-    collection = mongo[f"t_{uuid.uuid4().hex[:12]}"]["project_events"]
+    database = mongo[f"t_{uuid.uuid4().hex[:12]}"]
     buses = [EventBus(), EventBus()]
     fanouts = [
-        EventFanout(collection, bus, f"replica-{i}", change_streams=change_streams)
+        EventFanout(
+            database["project_events"],
+            bus,
+            f"replica-{i}",
+            database["project_replicas"],
+            change_streams=change_streams,
+        )
         for i, bus in enumerate(buses)
     ]
     for fanout in fanouts:
         await fanout.start()
     try:
-        await asyncio.sleep(0.3)  # both are following
+        for _ in range(50):  # both are following, and know the other by its heartbeat
+            if all(f.peers for f in fanouts):
+                break
+            await asyncio.sleep(0.1)
+        assert [f.peers for f in fanouts] == [["replica-1"], ["replica-0"]]
         async with buses[1].subscribe("alice") as on_b, buses[0].subscribe("alice") as on_a:
             for n in range(3):
                 buses[0].publish(ProjectEvent("alice", "p1", "activating", f"step{n}", "m"))
@@ -42,4 +52,21 @@ async def test_an_event_published_on_one_replica_reaches_the_other(
     finally:
         for fanout in fanouts:
             await fanout.stop()
+        await mongo.close()
+
+
+async def test_a_replica_alone_writes_no_events(mongo_uri: str) -> None:
+    mongo = create_client(mongo_uri)
+    database = mongo[f"t_{uuid.uuid4().hex[:12]}"]
+    bus = EventBus()
+    fanout = EventFanout(database["project_events"], bus, "alone", database["project_replicas"])
+    await fanout.start()
+    try:
+        bus.publish(ProjectEvent("alice", "p1", "activating", "start", "m"))
+        await asyncio.sleep(0.3)
+        assert fanout.peers == []
+        assert await database["project_events"].count_documents({}) == 0
+    finally:
+        await fanout.stop()
+        assert await database["project_replicas"].count_documents({}) == 0  # signed off
         await mongo.close()

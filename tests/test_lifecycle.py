@@ -50,6 +50,21 @@ async def settled(client: httpx.AsyncClient, project: dict[str, Any], seconds: f
     return stored
 
 
+async def until(check: Any, seconds: float = 20) -> Any:
+    """`check()`'s first truthy value within `seconds` (or its last value)."""
+    for _ in range(int(seconds * 20)):
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    return await check()
+
+
+async def replicas_of(kube: k8s.ApiClient, project: dict[str, Any]) -> int | None:
+    dep = await deployment(kube, project)
+    return dep["spec"]["replicas"] if dep else None
+
+
 def url(project: dict[str, Any], action: str = "") -> str:
     base = f"/users/{project['user_id']}/projects/{project['project_id']}"
     return f"{base}/{action}" if action else base
@@ -510,20 +525,18 @@ async def test_a_failed_project_whose_pod_still_runs_is_scaled_down(
         project = await new_project(client)
         response = await client.post(url(project, "activate"), params={"wait": "false"})
         assert response.status_code == 202
-        for _ in range(400):
-            if await pods(kube, project):
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: pods(kube, project), 4)
         path = f"/apis/apps/v1/namespaces/{project['namespace']}/deployments"
         sim.fail_requests(path, 500, count=None, method="PATCH")
         stored = await settled(client, project)
         assert stored["status"] == "failed" and stored["status_reason"] == "CrashLoop", stored
         assert (await deployment(kube, project))["spec"]["replicas"] == 1  # refused
         sim.clear_faults()
-        for _ in range(200):
-            if (await deployment(kube, project))["spec"]["replicas"] == 0:
-                break
-            await asyncio.sleep(0.05)
+
+        async def stopped() -> bool:
+            return await replicas_of(kube, project) == 0
+
+        await until(stopped, 10)
         assert (await deployment(kube, project))["spec"]["replicas"] == 0
         # the failure and its reason stay for the operator
         stored = (await client.get(url(project))).json()
@@ -595,11 +608,11 @@ async def test_a_hanging_api_server_fails_fast_and_is_repaired_after(
         finally:
             sim.clear_faults()
         # the API server is back: the pass scales down what should not run
-        for _ in range(200):
-            dep = await deployment(kube, running)
-            if dep and dep["spec"]["replicas"] == 0:
-                break
-            await asyncio.sleep(0.05)
+
+        async def stopped() -> bool:
+            return await replicas_of(kube, running) == 0
+
+        await until(stopped, 10)
         assert (await deployment(kube, running))["spec"]["replicas"] == 0
         assert (await client.get(url(project))).json()["status"] == "failed"
         assert (await client.get("/readyz")).status_code == 200
@@ -616,14 +629,6 @@ async def test_changes_behind_the_consoles_back_are_repaired(
     monkeypatch.setenv("GOOSEUI_RECONCILE_INTERVAL", "0.5")
     apps = k8s.AppsV1Api(kube)
 
-    async def until(check: Any, seconds: float = 20) -> Any:
-        for _ in range(int(seconds * 20)):
-            value = await check()
-            if value:
-                return value
-            await asyncio.sleep(0.05)
-        return await check()
-
     async with console(request) as client:
         project = await new_project(client)
         assert (await client.post(url(project, "activate"))).status_code == 200
@@ -632,7 +637,7 @@ async def test_changes_behind_the_consoles_back_are_repaired(
         await apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": 3}})
 
         async def one_replica() -> bool:
-            return (await deployment(kube, project))["spec"]["replicas"] == 1
+            return await replicas_of(kube, project) == 1
 
         assert await until(one_replica)
         assert (await client.get(url(project))).json()["status"] == "active"

@@ -77,7 +77,6 @@ def fault(argv: list[str]) -> int:
     """Send one control request to a running simulator; print its answer."""
     import json
     import ssl
-    import tempfile
     from pathlib import Path
 
     import httpx
@@ -117,12 +116,7 @@ def fault(argv: list[str]) -> int:
     if args.action in ("fail", "hang"):
         body |= {"path_prefix": args.path, "count": args.count, "method": args.method}
     server, token, ca = kubeconfig.read(Path(args.kubeconfig))
-    verify: ssl.SSLContext | bool = True
-    if ca:
-        with tempfile.NamedTemporaryFile("wb", suffix=".pem") as pem:
-            pem.write(ca)
-            pem.flush()
-            verify = ssl.create_default_context(cafile=pem.name)
+    verify = ssl.create_default_context(cadata=ca.decode()) if ca else True
     try:
         response = httpx.request(
             method,

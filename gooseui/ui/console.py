@@ -19,11 +19,11 @@ def page() -> None:
 
     with frame("Projects"):
         report = rt.reconciliation
-        if report is not None and (report.drift or report.orphans or report.error):
-            # what start-up reconciliation found and left alone, for the operator to decide
+        if report is not None and (report.orphans or report.error):
+            # what reconciliation found and left alone, for the operator to decide
             with ui.card().classes("w-full bg-amber-50").mark("reconciliation"):
-                ui.label(f"Start-up check: {report.summary()}").classes("font-medium")
-                for line in report.drift + [f"no project record: {o}" for o in report.orphans]:
+                ui.label(f"Reconciliation: {report.summary()}").classes("font-medium")
+                for line in [f"no project record: {o}" for o in report.orphans]:
                     ui.label(line).classes("text-sm font-mono")
         select = (
             ui.select({u.id: u.name for u in users}, value=users[0].id, label="User")
