@@ -14,7 +14,11 @@ kubeconfig_path=None, history_limit=20000, proxy_source=None)``
     ``await start()`` / ``await stop()`` (or ``async with``). Attributes: ``url``
     (``https://127.0.0.1:PORT``), ``kubeconfig_path`` (default
     ``data_dir/simulated-kubeconfig.yaml``; context ``gooseui-simulated``, bearer token,
-    the simulator's CA), ``ca_path``, ``token``, ``requests_served``.
+    the simulator's CA), ``ca_path``, ``token``, ``requests_served``, ``audit`` (requests by
+    RBAC verb, group, resource and scope, and the watches open and their peak: what an
+    activation costs the API server; ``/sim/v1/audit`` over HTTP).
+    Watches with ``allowWatchBookmarks`` get a BOOKMARK every ``set_bookmark_seconds``
+    (60 s, as the watch cache sends them) and one 2 s before their ``timeoutSeconds``.
     TLS is required because kubectl drops bearer tokens on plain HTTP; the CA and
     serving certificate are made once with the ``openssl`` command under
     ``data_dir/simulated-cluster-tls``.

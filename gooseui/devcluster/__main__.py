@@ -99,6 +99,8 @@ def fault(argv: list[str]) -> int:
     for name in ("unschedulable", "schedulable", "database-outage", "database-back", "clear"):
         actions.add_parser(name)
     actions.add_parser("show", help="the faults in force")
+    actions.add_parser("audit", help="the API requests served by verb and resource, and watches")
+    actions.add_parser("audit-reset", help="the same, then start counting anew")
     args = parser.parse_args(argv)
     routes: dict[str, tuple[str, str, dict[str, object]]] = {
         "fail": ("POST", "faults/requests", {"status": getattr(args, "status", None),
@@ -111,6 +113,8 @@ def fault(argv: list[str]) -> int:
         "slow-readiness": ("POST", "pods/slow-readiness", {"seconds": getattr(args, "seconds", 0)}),
         "clear": ("POST", "faults/clear", {}),
         "show": ("GET", "faults", {}),
+        "audit": ("GET", "audit", {}),
+        "audit-reset": ("POST", "audit/reset", {}),
     }  # fmt: skip
     method, path, body = routes[args.action]
     if args.action in ("fail", "hang"):

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from . import discovery, openapi, protobuf, tables
 from . import logs as podlogs
+from .audit import Audit, Call, verb_of
 from .errors import (
     ApiError,
     bad_request,
@@ -92,6 +93,25 @@ def parse_target(group: str, version: str, tail: str) -> Target:
     return Target(res, namespace, name, sub, subpath)
 
 
+def _call_of(request: web.Request) -> Call | None:
+    """The audit entry of a resource request (None for discovery and everything else)."""
+    parts = request.path.strip("/").split("/")
+    if parts[0] == "api" and len(parts) >= 3:
+        group, version, tail = "", parts[1], "/".join(parts[2:])
+    elif parts[0] == "apis" and len(parts) >= 4:
+        group, version, tail = parts[1], parts[2], "/".join(parts[3:])
+    else:
+        return None
+    try:
+        target = parse_target(group, version, tail)
+    except ApiError:
+        return None
+    resource = target.res.plural + (f"/{target.subresource}" if target.subresource else "")
+    watch = _truthy(request.query.get("watch"))
+    verb = verb_of(request.method, target.name is not None, watch)
+    return Call(verb, group, resource, target.namespace is None)
+
+
 def manager_of(request: web.Request) -> str:
     """`fieldManager`, else the User-Agent prefix (what the API server records)."""
     manager = request.query.get("fieldManager")
@@ -135,6 +155,8 @@ class ApiServer:
         self.logs = logs
         self.server_address = "127.0.0.1:0"
         self.requests_served = 0
+        self.audit = Audit()
+        self.bookmark_seconds = 60.0  # the watch cache's bookmark frequency
         self._watch_tasks: set[asyncio.Task[Any]] = set()
 
     def app(self) -> web.Application:
@@ -171,6 +193,9 @@ class ApiServer:
         if path not in ("/healthz", "/livez", "/readyz"):
             if request.headers.get("Authorization", "") != f"Bearer {self.token}":
                 return error_response(ApiError(401, "Unauthorized", "Unauthorized"))
+        call = _call_of(request)
+        if call is not None:  # counted whatever the answer, as an audit log does
+            self.audit.record(call)
         # the simulator's own control paths are never faulted: a hang can always be cleared
         fault = (
             None
@@ -358,6 +383,7 @@ class ApiServer:
             return response
         initial_count = watcher.queue.qsize() if since is None else 0
         initial_rv = store.resource_version
+        self.audit.watch_opened()
         try:
             await response.prepare(request)
             if send_initial:
@@ -378,14 +404,32 @@ class ApiServer:
                 await response.write(("\n".join(lines) + "\n").encode())
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout if timeout is not None else None
+            bookmarks = _truthy(q.get("allowWatchBookmarks"))
+            next_bookmark = self._next_bookmark(loop.time(), deadline) if bookmarks else None
             while True:
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     break
+                wait = remaining
+                if next_bookmark is not None:
+                    until_bookmark = max(0.0, next_bookmark - loop.time())
+                    wait = until_bookmark if wait is None else min(wait, until_bookmark)
                 try:
-                    item = await asyncio.wait_for(watcher.queue.get(), remaining)
+                    item = await asyncio.wait_for(watcher.queue.get(), wait)
                 except TimeoutError:
-                    break
+                    if next_bookmark is None or loop.time() < next_bookmark:
+                        break
+                    # the watch cache's revision, so a quiet watch can resume from it later
+                    bookmark = {
+                        "kind": target.res.kind,
+                        "apiVersion": target.res.api_version,
+                        "metadata": {"resourceVersion": str(store.resource_version)},
+                    }
+                    await response.write(
+                        (dumps({"type": "BOOKMARK", "object": bookmark}) + "\n").encode()
+                    )
+                    next_bookmark = self._next_bookmark(loop.time(), deadline)
+                    continue
                 batch = [item]
                 while not watcher.queue.empty():
                     batch.append(watcher.queue.get_nowait())
@@ -400,8 +444,17 @@ class ApiServer:
             with contextlib.suppress(ConnectionResetError):
                 await response.write_eof()
         finally:
+            self.audit.watch_closed()
             store.unwatch(watcher)
         return response
+
+    def _next_bookmark(self, now: float, deadline: float | None) -> float | None:
+        """When the next bookmark is due: every `bookmark_seconds`, and the last one 2 s
+        before the watch's own end, as the API server's watch cache schedules them."""
+        due = now + self.bookmark_seconds
+        if deadline is not None:
+            due = min(due, deadline - 2.0)
+        return due if due > now else None
 
     async def _body(self, request: web.Request) -> Any:
         raw = await request.read()

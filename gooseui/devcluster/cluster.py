@@ -24,6 +24,7 @@ from aiohttp import web
 
 from . import control, kubeconfig, netpol, tls
 from .api import ApiServer
+from .audit import Audit
 from .deployments import DeploymentController, ReplicaSetController
 from .events import EventRecorder
 from .faults import AgentFault, Faults, RequestFault
@@ -122,6 +123,17 @@ class SimCluster:
     @property
     def requests_served(self) -> int:
         return self._api.requests_served if self._api else 0
+
+    @property
+    def audit(self) -> Audit:
+        """The resource requests served by verb and resource, and the watches open."""
+        assert self._api is not None, "start() first"
+        return self._api.audit
+
+    def set_bookmark_seconds(self, seconds: float) -> None:
+        """How often a watch that asked for bookmarks gets one (the API server: 60 s)."""
+        assert self._api is not None, "start() first"
+        self._api.bookmark_seconds = seconds
 
     def http(self) -> aiohttp.ClientSession:
         assert self._http is not None, "start() first"
@@ -608,6 +620,18 @@ class SimClusterThread:
     @property
     def requests_served(self) -> int:
         return self.call(lambda: self._cluster().requests_served)
+
+    def audit(self, reset: bool = False) -> dict[str, Any]:
+        """`SimCluster.audit` as JSON (see `Audit.to_json`); `reset` starts counting anew."""
+
+        def read() -> dict[str, Any]:
+            audit = self._cluster().audit
+            data = audit.to_json()
+            if reset:
+                audit.reset()
+            return data
+
+        return self.call(read)
 
 
 def run_in_thread(data_dir: str | Path, **kwargs: Any) -> SimClusterThread:

@@ -9,7 +9,9 @@ gooseui.devcluster`) can be broken and mended from a shell, a test or a demo scr
     python -m gooseui.devcluster fault --kubeconfig K clear
 
 These paths are not the cluster's: request faults never apply to them (a hang can always
-be cleared), and they are not in discovery.
+be cleared), and they are not in discovery, nor counted in `GET /sim/v1/audit` (the
+resource requests served by verb and resource, and the watches open; `POST
+/sim/v1/audit/reset` reads and starts anew).
 """
 
 from __future__ import annotations
@@ -86,6 +88,14 @@ def routes(cluster: SimCluster) -> list[web.RouteDef]:
     def clear(_: dict[str, Any]) -> None:
         cluster.clear_faults()
 
+    def audit(_: dict[str, Any]) -> dict[str, Any]:
+        return {"audit": cluster.audit.to_json()}
+
+    def audit_reset(_: dict[str, Any]) -> dict[str, Any]:
+        data = cluster.audit.to_json()
+        cluster.audit.reset()
+        return {"audit": data}
+
     return [
         web.get(PREFIX + "faults", action(faults)),
         web.post(PREFIX + "faults/requests", action(fail)),
@@ -94,6 +104,8 @@ def routes(cluster: SimCluster) -> list[web.RouteDef]:
         web.post(PREFIX + "nodes/schedulable", action(schedulable)),
         web.post(PREFIX + "agents/database-outage", action(outage)),
         web.post(PREFIX + "pods/slow-readiness", action(slow)),
+        web.get(PREFIX + "audit", action(audit)),
+        web.post(PREFIX + "audit/reset", action(audit_reset)),
     ]
 
 

@@ -151,8 +151,13 @@ def test_faults_are_injected_from_another_process(tmp_path: Path) -> None:
             assert hung.returncode != 0 and time.monotonic() - started < 15
         fault("clear")
         assert fault("show")["requests"] == []
+        fault("audit-reset")
         if shutil.which("kubectl"):
             assert kubectl("get", "deployments", "-A").returncode == 0
+            # the audit counts kubectl's list too (not its discovery, not these control calls)
+            calls = fault("audit")["audit"]["calls"]
+            assert {"verb": "list", "group": "apps", "resource": "deployments",
+                    "cluster_wide": True, "count": 1} in calls  # fmt: skip
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
