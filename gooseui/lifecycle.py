@@ -354,12 +354,12 @@ class Lifecycle:
                     envs.apply_agent(uid, agent),
                 )
                 applied = True
-                await step(
+                generation = await step(
                     "apply",
                     "Applying the Deployment, Service and route",
                     envs.apply_project(uid, pid, 1, agent.checksum()),
                 )
-                verdict = await self._ready_and_routed(uid, pid, progress)
+                verdict = await self._ready_and_routed(uid, pid, progress, generation)
                 if verdict.failed:
                     raise Failure(verdict.reason or "Failed", verdict.message or "")
                 route = await envs.get_route(uid, pid)
@@ -424,12 +424,16 @@ class Lifecycle:
         return await self.agent_env.load()
 
     async def _ready_and_routed(
-        self, uid: str, pid: str, progress: Callable[[Verdict], Awaitable[None]]
+        self,
+        uid: str,
+        pid: str,
+        progress: Callable[[Verdict], Awaitable[None]],
+        generation: int,
     ) -> Verdict:
         """Wait for the pods; meanwhile a Gateway that refuses the route fails at once."""
         envs = self._envs()
         ready = asyncio.create_task(
-            envs.wait_ready(uid, pid, progress, self.settings.unschedulable_grace)
+            envs.wait_ready(uid, pid, progress, self.settings.unschedulable_grace, generation)
         )
         if manifests.route_kind(self.settings) != "HTTPRoute":
             return await ready
@@ -533,8 +537,11 @@ class Lifecycle:
         Nothing to scale when the failure came before the objects were applied. When the
         cluster itself is what failed, the failure is recorded first and the scale-down
         tried meanwhile: the operator hears at once, and the reconciler scales down what
-        still runs once the API server answers again.
+        still runs once the API server answers again. The next activation in the namespace
+        applies its objects again (a deleted Secret, say, may be why this one failed).
         """
+        if self.environments is not None:
+            self.environments.forget(project.user_id)
         if not applied:
             await self._fail(project, Status.ACTIVATING, failure)
         elif failure.reason == "ClusterUnavailable":

@@ -1,25 +1,41 @@
 """A project's environment in the cluster: apply, scale, wait, delete.
 
-Everything the lifecycle asks of Kubernetes goes through here. Waiting is done with a
-list followed by a watch (re-listing on 410 Gone), never with fixed sleeps, so a change is
-seen as soon as the API server reports it.
+Everything the lifecycle asks of Kubernetes goes through here. Waits read the shared
+informers' caches (`informer.py`) and wake on their changes, never on fixed sleeps, so a
+change is seen as soon as the API server reports it, and a hundred activations cost the API
+server no more watches than one. What the caches show as already applied is not applied
+again: the namespace and the agent's copies once per namespace (and again after any failure
+in it), the Service and route when the cluster's copy no longer holds what the console
+would apply. A warm activation costs the API server one request, the Deployment's apply.
+Deletions, rarer and more careful, still follow their objects with their own list+watch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from gooseui.cluster import manifests
 from gooseui.cluster.agentenv import AgentEnvironment
-from gooseui.cluster.client import ClusterUnavailable, KubeClient, KubeError, path_for
+from gooseui.cluster.client import (
+    CALL_BUDGET,
+    ClusterUnavailable,
+    KubeClient,
+    KubeError,
+    path_for,
+)
+from gooseui.cluster.informer import Informers
 from gooseui.cluster.readiness import Obj, Verdict, evaluate
 from gooseui.config import Settings
 
 ProgressCallback = Callable[[Verdict], Awaitable[None]]
 WATCH_SECONDS = 50
 WATCH_RETRIES = 3
+SYNC_SECONDS = 5.0  # how long a reader waits for a cache's first list before asking the API
 
 
 class _Follower:
@@ -103,14 +119,43 @@ class Environments:
     def __init__(self, kube: KubeClient, settings: Settings) -> None:
         self.kube = kube
         self.settings = settings
+        kinds = ["Namespace", "Deployment", "Pod", "Service"]
+        route = manifests.route_kind(settings)
+        if route is not None:
+            kinds.append(route)
+        self.informers = Informers(kube, kinds)
+        # namespace -> (its uid, digest of what was applied in it): the apply is not repeated
+        self._applied: dict[tuple[str, str], tuple[str, str]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # (namespace, name) -> the generation of this process's last apply of a Deployment
+        self._applied_generation: dict[tuple[str, str], int] = {}
 
     def namespace(self, user_id: str) -> str:
         return manifests.namespace_name(self.settings, user_id)
+
+    def start(self) -> None:
+        """Start following the cluster (the informers' list+watch of each kind)."""
+        self.informers.start()
+
+    async def close(self) -> None:
+        await self.informers.close()
+
+    def forget(self, user_id: str) -> None:
+        """Apply the namespace's objects again next time (after a failure in it)."""
+        namespace = self.namespace(user_id)
+        for key in [key for key in self._applied if key[0] == namespace]:
+            del self._applied[key]
 
     # apply -----------------------------------------------------------------------------
 
     async def ensure_namespace(self, user_id: str, wait_seconds: float = 60.0) -> None:
         """Apply the namespace and its guard rails, after a terminating one is gone."""
+        objects = manifests.render_namespace(self.settings, user_id)
+        await self._once(
+            user_id, "namespace", objects, self._apply_namespace(user_id, objects, wait_seconds)
+        )
+
+    async def _apply_namespace(self, user_id: str, objects: list[Obj], wait_seconds: float) -> None:
         name = self.namespace(user_id)
         deadline = time.monotonic() + wait_seconds
         while True:
@@ -120,7 +165,7 @@ class Environments:
             if time.monotonic() > deadline:
                 raise KubeError(409, "Conflict", f"namespace {name} is still being deleted")
             await self._wait_deleted(path_for("Namespace"), name, deadline - time.monotonic())
-        for obj in manifests.render_namespace(self.settings, user_id):
+        for obj in objects:
             await self.kube.apply(obj)
 
     async def apply_agent(self, user_id: str, agent: AgentEnvironment) -> None:
@@ -128,16 +173,78 @@ class Environments:
         objects = manifests.render_agent(
             self.settings, user_id, agent.encoded(), agent.source, agent.config, agent.pull_secret
         )
+        await self._once(user_id, "agent", objects, self._apply_all(objects))
+
+    async def _apply_all(self, objects: list[Obj]) -> None:
         for obj in objects:
             await self.kube.apply(obj)
 
+    async def _once(
+        self, user_id: str, what: str, objects: list[Obj], work: Awaitable[None]
+    ) -> None:
+        """Run `work` unless the same objects were applied in the namespace as it is now
+        (same uid); concurrent callers share one run."""
+        namespace = self.namespace(user_id)
+        key = (namespace, what)
+        digest = _digest(objects)
+        uid = self._namespace_uid(namespace)
+        if uid is not None and self._applied.get(key) == (uid, digest):
+            if asyncio.iscoroutine(work):
+                work.close()
+            return
+        task = self._inflight.get(key)
+        if task is None:
+
+            async def run() -> None:
+                await work
+                applied = self._namespace_uid(namespace) or await self._read_namespace_uid(
+                    namespace
+                )
+                if applied is not None:
+                    self._applied[key] = (applied, digest)
+
+            task = self._inflight[key] = asyncio.create_task(run())
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        elif asyncio.iscoroutine(work):
+            work.close()
+        await asyncio.shield(task)
+
+    def _namespace_uid(self, namespace: str) -> str | None:
+        """The uid of the namespace as the cache has it, if it is there and not terminating."""
+        namespaces = self.informers["Namespace"]
+        if not namespaces.covers(namespace):
+            return None
+        current = namespaces.get(namespace, namespace)
+        meta = (current or {}).get("metadata") or {}
+        if not current or meta.get("deletionTimestamp"):
+            return None
+        return meta.get("uid")
+
+    async def _read_namespace_uid(self, namespace: str) -> str | None:
+        current = await self.kube.get(path_for("Namespace", name=namespace))
+        return ((current or {}).get("metadata") or {}).get("uid")
+
     async def apply_project(
         self, user_id: str, project_id: str, replicas: int, checksum: str | None = None
-    ) -> None:
-        """Apply the Deployment, Service and route; the replica count is always part of it."""
+    ) -> int:
+        """Apply the Deployment, Service and route; the replica count is always part of it.
+
+        The Service and route are applied only when the cluster's copies do not hold what
+        would be applied. Returns the Deployment's generation, for `wait_ready`.
+        """
         objects = manifests.render_project(self.settings, user_id, project_id, replicas, checksum)
-        for obj in objects:
+        applied = await self.kube.apply(objects[0])
+        generation = self._applied_generation[
+            (self.namespace(user_id), objects[0]["metadata"]["name"])
+        ] = generation_of(applied)
+        for obj in objects[1:]:
+            informer = self.informers.by_kind.get(obj["kind"])
+            namespace = obj["metadata"]["namespace"]
+            if informer is not None and informer.covers(namespace):
+                if _holds(informer.get(namespace, obj["metadata"]["name"]), obj):
+                    continue
             await self.kube.apply(obj)
+        return generation
 
     async def scale(self, user_id: str, project_id: str, replicas: int) -> None:
         """Scale by applying the Deployment with the new count (no fight over ownership).
@@ -148,7 +255,9 @@ class Environments:
         """
         namespace = self.namespace(user_id)
         name = manifests.object_name(project_id)
-        current = await self.kube.get(path_for("Deployment", namespace, name))
+        current = self._cached_deployment(namespace, name)
+        if current is None:  # not in the cache, or older there than what was applied
+            current = await self.kube.get(path_for("Deployment", namespace, name))
         if current is None and replicas == 0:
             return
         annotations = (
@@ -158,7 +267,22 @@ class Environments:
         deployment = manifests.render_project(
             self.settings, user_id, project_id, replicas, checksum
         )[0]
-        await self.kube.apply(deployment)
+        self._applied_generation[(namespace, name)] = generation_of(
+            await self.kube.apply(deployment)
+        )
+
+    def _cached_deployment(self, namespace: str, name: str) -> Obj | None:
+        """The cache's copy of a Deployment, if it is at least as new as this process's last
+        apply of it; None when the API server must be asked."""
+        deployments = self.informers["Deployment"]
+        if not deployments.covers(namespace):
+            return None
+        cached = deployments.get(namespace, name)
+        if cached is None or generation_of(cached) < self._applied_generation.get(
+            (namespace, name), 0
+        ):
+            return None
+        return cached
 
     # wait ------------------------------------------------------------------------------
 
@@ -168,62 +292,39 @@ class Environments:
         project_id: str,
         on_progress: ProgressCallback,
         unschedulable_grace: float = 0.0,
+        generation: int = 0,
     ) -> Verdict:
-        """Follow the Deployment and its pods until ready or failed (the caller bounds time)."""
+        """Follow the Deployment (at `generation` or later) and its pods until ready or
+        failed (the caller bounds time)."""
         namespace = self.namespace(user_id)
         name = manifests.object_name(project_id)
-        changed = asyncio.Event()
-        deployments = _Follower(
-            self.kube,
-            path_for("Deployment", namespace),
-            {"fieldSelector": f"metadata.name={name}"},
-            changed,
-        )
-        pods = _Follower(
-            self.kube,
-            path_for("Pod", namespace),
-            {"labelSelector": manifests.pod_selector(project_id)},
-            changed,
-        )
+        deployments, pods = self.informers["Deployment"], self.informers["Pod"]
+        selector = manifests.selector_labels(project_id)
         last_progress: tuple[str, str] | None = None
         unschedulable_since: float | None = None
-        tasks = [asyncio.create_task(deployments.run()), asyncio.create_task(pods.run())]
-        try:
+        async with self.informers.waiter(namespace, ["Deployment", "Pod"], CALL_BUDGET) as waiter:
+            wake: float | None = None
             while True:
-                wake = None
-                if unschedulable_since is not None:
-                    wake = (
-                        max(0.0, unschedulable_since + unschedulable_grace - time.monotonic())
-                        + 0.01
-                    )
-                try:
-                    await asyncio.wait_for(changed.wait(), wake)
-                except TimeoutError:
-                    pass
-                changed.clear()
-                deployments.check()
-                pods.check()
-                if not (deployments.listed and pods.listed):
-                    continue
-                deployment = deployments.objects.get(name)
-                pod_list = list(pods.objects.values())
+                await waiter.next(wake)
+                deployment = deployments.get(namespace, name)
+                if deployment is not None and generation_of(deployment) < generation:
+                    deployment = None  # the cache has not seen the apply yet
+                pod_list = pods.select(namespace, selector)
                 verdict = evaluate(deployment, pod_list, 1, unschedulable_is_failure=False)
                 if unschedulable_since is None and verdict.step == "unschedulable":
                     unschedulable_since = time.monotonic()
-                if (
-                    unschedulable_since is not None
-                    and time.monotonic() >= unschedulable_since + unschedulable_grace
-                ):
-                    verdict = evaluate(deployment, pod_list, 1, unschedulable_is_failure=True)
+                wake = None
+                if unschedulable_since is not None:
+                    left = unschedulable_since + unschedulable_grace - time.monotonic()
+                    if left <= 0:
+                        verdict = evaluate(deployment, pod_list, 1, unschedulable_is_failure=True)
+                    else:
+                        wake = left + 0.01
                 if verdict.ready or verdict.failed:
                     return verdict
                 if (verdict.step, verdict.progress) != last_progress:
                     last_progress = (verdict.step, verdict.progress)
                     await on_progress(verdict)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def wait_route_accepted(
         self, user_id: str, project_id: str, wait_seconds: float
@@ -237,17 +338,10 @@ class Environments:
         name = manifests.object_name(project_id)
         gateway = self.settings.gateway_name or ""
         gateway_ns = self.settings.gateway_namespace or namespace
-        changed = asyncio.Event()
-        routes = _Follower(
-            self.kube,
-            path_for("HTTPRoute", namespace),
-            {"fieldSelector": f"metadata.name={name}"},
-            changed,
-        )
-        verdict: list[tuple[bool, str]] = []
+        routes = self.informers["HTTPRoute"]
 
-        def decided() -> bool:
-            route = routes.objects.get(name)
+        def decided() -> tuple[bool, str] | None:
+            route = routes.get(namespace, name)
             for parent in ((route or {}).get("status") or {}).get("parents") or []:
                 ref = parent.get("parentRef") or {}
                 if ref.get("name") != gateway or (ref.get("namespace") or namespace) != gateway_ns:
@@ -260,21 +354,20 @@ class Environments:
                     if generation and observed and observed < generation:
                         continue  # about an older version of the route
                     if condition.get("status") == "True":
-                        verdict.append((True, ""))
-                    else:
-                        verdict.append(
-                            (
-                                False,
-                                f"The Gateway {gateway_ns}/{gateway} did not accept the route "
-                                f"{name} ({condition.get('reason') or 'no reason'}): "
-                                f"{condition.get('message') or 'no message'}",
-                            )
-                        )
-                    return True
-            return False
+                        return (True, "")
+                    return (
+                        False,
+                        f"The Gateway {gateway_ns}/{gateway} did not accept the route "
+                        f"{name} ({condition.get('reason') or 'no reason'}): "
+                        f"{condition.get('message') or 'no message'}",
+                    )
+            return None
 
-        if await self._until(routes, decided, changed, wait_seconds):
-            return verdict[-1]
+        verdict = await self.informers.wait(
+            namespace, decided, wait_seconds, CALL_BUDGET, ["HTTPRoute"]
+        )
+        if verdict is not None:
+            return verdict
         return (
             False,
             f"No controller of the Gateway {gateway_ns}/{gateway} accepted the route {name} "
@@ -285,14 +378,16 @@ class Environments:
     async def wait_pods_gone(self, user_id: str, project_id: str, wait_seconds: float) -> bool:
         """True once the project has no pods left; False when `wait_seconds` ran out."""
         namespace = self.namespace(user_id)
-        changed = asyncio.Event()
-        pods = _Follower(
-            self.kube,
-            path_for("Pod", namespace),
-            {"labelSelector": manifests.pod_selector(project_id)},
-            changed,
+        pods = self.informers["Pod"]
+        selector = manifests.selector_labels(project_id)
+        gone = await self.informers.wait(
+            namespace,
+            lambda: True if not pods.select(namespace, selector) else None,
+            wait_seconds,
+            CALL_BUDGET,
+            ["Pod"],
         )
-        return await self._until(pods, lambda: not pods.objects, changed, wait_seconds)
+        return bool(gone)
 
     async def _wait_deleted(self, collection: str, name: str, wait_seconds: float) -> bool:
         changed = asyncio.Event()
@@ -364,18 +459,55 @@ class Environments:
         kind = manifests.route_kind(self.settings)
         if kind is None:
             return None
+        namespace = self.namespace(user_id)
+        name = manifests.object_name(project_id)
+        routes = self.informers[kind]
+        if routes.covers(namespace) and routes.get(namespace, name) is not None:
+            return routes.get(namespace, name)
         try:
-            return await self.kube.get(
-                path_for(kind, self.namespace(user_id), manifests.object_name(project_id))
-            )
+            return await self.kube.get(path_for(kind, namespace, name))
         except KubeError:
             return None
 
     async def list_managed_deployments(self) -> list[Obj]:
-        """Every Deployment the console manages, in all namespaces."""
+        """Every Deployment the console manages, in all namespaces (from the cache once it
+        has listed them cluster-wide; else from the API server, which may refuse)."""
+        deployments = self.informers["Deployment"]
+        try:
+            async with asyncio.timeout(SYNC_SECONDS):
+                await deployments.synced.wait()
+        except TimeoutError:
+            pass
+        if deployments.synced.is_set() and not deployments.scoped:
+            if deployments.failing_for() < CALL_BUDGET:
+                return list(deployments.items())
         listing = await self.kube.list("/apis/apps/v1/deployments", manifests.MANAGED_SELECTOR)
         return list(listing.get("items") or [])
 
 
 def replicas_of(deployment: Obj | None) -> int:
     return int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+
+
+def generation_of(obj: Obj | None) -> int:
+    return int(((obj or {}).get("metadata") or {}).get("generation") or 0)
+
+
+def _digest(objects: list[Obj]) -> str:
+    return hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()
+
+
+def _holds(actual: Any, desired: Any) -> bool:
+    """Whether the cluster's copy `actual` has every field of `desired` as it would be
+    applied (the API server adds defaults: those are ignored, not compared)."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and _holds(actual[key], value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(desired)
+            and all(_holds(a, d) for a, d in zip(actual, desired, strict=True))
+        )
+    return bool(actual == desired)

@@ -1,0 +1,402 @@
+"""One shared, watched cache per kind of object the console manages.
+
+An activation used to open its own list and watches of its Deployment and pods, so the API
+server's load and the console's work grew with every activation running at once. Here, as in
+client-go's shared informers and kubespawner's reflectors, one list+watch per kind follows
+every object carrying the console's `managed-by` label, cluster-wide, for the whole process;
+activations, deactivations, the reconciler and drift detection read the cache and sleep on
+a per-namespace signal until something in their namespace changes.
+
+- The watch resumes from the last revision seen (bookmarks keep it fresh while nothing
+  changes); a 410 Gone lists again, and objects missing from the new list count as deleted.
+- A cluster-wide list the console's credentials may not do (403: RBAC bound per namespace)
+  turns the informer into per-namespace list+watches, one per namespace somebody waits on
+  (`follow`), still shared by everyone in that namespace.
+- The informer never gives up: a failing API server is retried with a back-off, and
+  `failing_for()` tells a waiter how long the cache has been blind, so it can fail with
+  `ClusterUnavailable` instead of waiting on a cache that no longer moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from gooseui.cluster import manifests
+from gooseui.cluster.client import ClusterUnavailable, KubeClient, KubeError, path_for
+from gooseui.logs import log
+
+logger = logging.getLogger("gooseui.informer")
+
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace, name); a cluster-scoped object's namespace is its name
+T = TypeVar("T")
+
+WATCH_SECONDS = (240, 300)  # each watch asks to be ended within this (spread, like client-go)
+BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0)
+QUIET_SECONDS = 1.0  # a watch the server ends at once is not opened again before this
+
+
+class Signals:
+    """Per-namespace wake-ups shared by all informers: who waits on a namespace is woken by
+    a change to any kind in it, and nobody else is."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._all: set[asyncio.Event] = set()
+
+    def notify(self, namespace: str) -> None:
+        for event in self._waiters.get(namespace, ()):
+            event.set()
+        for event in self._all:
+            event.set()
+
+    def notify_all(self) -> None:
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+        for event in self._all:
+            event.set()
+
+    def subscribe(self, namespace: str | None) -> asyncio.Event:
+        """An event set on every change in `namespace` (None: in any namespace)."""
+        event = asyncio.Event()
+        if namespace is None:
+            self._all.add(event)
+        else:
+            self._waiters.setdefault(namespace, set()).add(event)
+        return event
+
+    def unsubscribe(self, namespace: str | None, event: asyncio.Event) -> None:
+        if namespace is None:
+            self._all.discard(event)
+            return
+        events = self._waiters.get(namespace)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._waiters[namespace]
+
+
+class Informer:
+    """The console's objects of one kind, as the API server last said they are."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        kind: str,
+        signals: Signals,
+        label_selector: str = manifests.MANAGED_SELECTOR,
+    ) -> None:
+        self.kube = kube
+        self.kind = kind
+        self.signals = signals
+        self.label_selector = label_selector
+        self.cluster_scoped = kind == "Namespace"
+        self.objects: dict[Key, Obj] = {}
+        self.scoped = False  # True: per-namespace watches (a cluster-wide list was forbidden)
+        self.synced = asyncio.Event()  # the cluster-wide list arrived (or scoping was decided)
+        self.error: str | None = None
+        self._failing_since: float | None = None
+        self._tasks: dict[str | None, asyncio.Task[None]] = {}
+        self._covered: dict[str, asyncio.Event] = {}
+        self._listeners: list[Callable[[str, Obj], None]] = []
+
+    # lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if None not in self._tasks:
+            self._tasks[None] = asyncio.create_task(self._run(None), name=f"informer-{self.kind}")
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def watches(self) -> int:
+        """The list+watch loops running (one, or one per namespace followed)."""
+        return sum(not task.done() for task in self._tasks.values())
+
+    # reading ---------------------------------------------------------------------------
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        return self.objects.get((namespace, name))
+
+    def select(self, namespace: str, labels: dict[str, str]) -> list[Obj]:
+        """The objects of `namespace` whose labels include all of `labels`."""
+        return [
+            obj
+            for (ns, _), obj in self.objects.items()
+            if ns == namespace
+            and all(
+                ((obj.get("metadata") or {}).get("labels") or {}).get(k) == v
+                for k, v in labels.items()
+            )
+        ]
+
+    def items(self) -> Iterator[Obj]:
+        return iter(list(self.objects.values()))
+
+    def failing_for(self) -> float:
+        """Seconds the cache has been unable to follow the cluster (0 while it follows)."""
+        if self._failing_since is None:
+            return 0.0
+        return time.monotonic() - self._failing_since
+
+    def on_change(self, listener: Callable[[str, Obj], None]) -> None:
+        """Call `listener(type, obj)` for every change the watch reports (after the cache)."""
+        self._listeners.append(listener)
+
+    def follow(self, namespace: str) -> None:
+        """Make sure `namespace` is followed: a no-op in cluster-wide mode; in per-namespace
+        mode, start that namespace's list+watch if nobody has yet."""
+        if not self.scoped or self.cluster_scoped or namespace in self._covered:
+            return
+        self._covered[namespace] = asyncio.Event()
+        self._tasks[namespace] = asyncio.create_task(
+            self._run(namespace), name=f"informer-{self.kind}-{namespace}"
+        )
+
+    def covers(self, namespace: str) -> bool:
+        """Whether the cache holds what the API server listed of `namespace`'s objects."""
+        if not self.synced.is_set():
+            return False
+        if not self.scoped or self.cluster_scoped:
+            return True
+        listed = self._covered.get(namespace)
+        return listed is not None and listed.is_set()
+
+    # following -------------------------------------------------------------------------
+
+    async def _run(self, namespace: str | None) -> None:
+        path = path_for(self.kind, namespace)
+        version: str | None = None
+        failures = 0
+        while True:
+            try:
+                if version is None:
+                    version = await self._list(path, namespace)
+                    if version is None:
+                        return  # forbidden cluster-wide: the per-namespace watches take over
+                opened = time.monotonic()
+                seen = 0
+                async for event in self.kube.watch(
+                    path,
+                    resource_version=version,
+                    timeout_seconds=random.randint(*WATCH_SECONDS),
+                    label_selector=self.label_selector,
+                ):
+                    seen += 1
+                    obj = event.get("object") or {}
+                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                    if event.get("type") != "BOOKMARK":
+                        self._apply(str(event.get("type")), obj)
+                failures = 0
+                self._recovered()
+                if not seen and time.monotonic() - opened < QUIET_SECONDS:
+                    await asyncio.sleep(QUIET_SECONDS)  # a proxy that ends watches at once
+            except asyncio.CancelledError:
+                raise
+            except KubeError as exc:
+                if exc.status == 410:
+                    version = None  # the revision is compacted away: list again
+                    continue
+                failures = await self._failed(exc, failures, f"{exc.status} {exc.message}")
+            except ClusterUnavailable as exc:
+                failures = await self._failed(exc, failures, exc.detail)
+            except Exception as exc:  # a bug must not stop the cache for good
+                logger.exception("informer %s failed", self.kind)
+                failures = await self._failed(exc, failures, f"{type(exc).__name__}: {exc}")
+
+    async def _list(self, path: str, namespace: str | None) -> str | None:
+        try:
+            listing = await self.kube.request(
+                "GET", path, query={"labelSelector": self.label_selector}
+            )
+        except KubeError as exc:
+            if exc.status == 403 and namespace is None and not self.cluster_scoped:
+                self.scoped = True
+                log(
+                    logger,
+                    "informer.scoped",
+                    logging.WARNING,
+                    kind=self.kind,
+                    note="a cluster-wide list is forbidden: watching namespace by namespace",
+                )
+                self.synced.set()
+                self.signals.notify_all()  # waiters start the watches of their namespaces
+                return None
+            raise
+        fresh = {self._key(item): item for item in listing.get("items") or []}
+        mine = [key for key in self.objects if namespace is None or key[0] == namespace]
+        for key in mine:
+            if key not in fresh:
+                gone = self.objects.pop(key)
+                self._tell("DELETED", gone, key)
+        for key, item in fresh.items():
+            self.objects[key] = item
+            self._tell("MODIFIED", item, key)
+        self._recovered()
+        if namespace is None:
+            self.synced.set()
+            self.signals.notify_all()
+        else:
+            self._covered[namespace].set()
+            self.signals.notify(namespace)
+        return (listing.get("metadata") or {}).get("resourceVersion")
+
+    def _apply(self, kind: str, obj: Obj) -> None:
+        key = self._key(obj)
+        if kind == "DELETED":
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = obj
+        self._tell(kind, obj, key)
+
+    def _tell(self, kind: str, obj: Obj, key: Key) -> None:
+        self.signals.notify(key[0])
+        for listener in self._listeners:
+            try:
+                listener(kind, obj)
+            except Exception:
+                logger.exception("informer listener failed")
+
+    def _key(self, obj: Obj) -> Key:
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name"))
+        return (name, name) if self.cluster_scoped else (str(meta.get("namespace")), name)
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            log(logger, "informer.recovered", kind=self.kind)
+        self._failing_since = None
+        self.error = None
+
+    async def _failed(self, exc: BaseException, failures: int, detail: str) -> int:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        self.error = detail
+        log(logger, "informer.failed", logging.WARNING, kind=self.kind, error=detail)
+        self.signals.notify_all()  # waiters look at failing_for()
+        await asyncio.sleep(BACKOFF[min(failures, len(BACKOFF) - 1)])
+        return failures + 1
+
+
+class Informers:
+    """The informers of the kinds the console manages, and the signals they share."""
+
+    def __init__(self, kube: KubeClient, kinds: list[str]) -> None:
+        self.signals = Signals()
+        self.by_kind = {kind: Informer(kube, kind, self.signals) for kind in kinds}
+
+    def __getitem__(self, kind: str) -> Informer:
+        return self.by_kind[kind]
+
+    def __contains__(self, kind: str) -> bool:
+        return kind in self.by_kind
+
+    def start(self) -> None:
+        for informer in self.by_kind.values():
+            informer.start()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(i.close() for i in self.by_kind.values()))
+
+    @property
+    def watches(self) -> int:
+        return sum(i.watches for i in self.by_kind.values())
+
+    def failing(self) -> tuple[float, str | None]:
+        """The longest any informer has been blind, and what it last heard."""
+        worst = max(self.by_kind.values(), key=lambda i: i.failing_for())
+        return worst.failing_for(), worst.error
+
+    def waiter(self, namespace: str, kinds: list[str], blind_limit: float) -> Waiter:
+        """A `Waiter` on `namespace`; use it as `async with` (it unsubscribes on exit)."""
+        return Waiter(self, namespace, [self.by_kind[kind] for kind in kinds], blind_limit)
+
+    async def wait(
+        self,
+        namespace: str,
+        check: Callable[[], T | None],
+        wait_seconds: float,
+        blind_limit: float,
+        kinds: list[str],
+    ) -> T | None:
+        """Re-run `check` on every change in `namespace` until it returns something.
+
+        None when `wait_seconds` run out; `ClusterUnavailable` once one of `kinds` has been
+        unable to follow the cluster for `blind_limit` seconds.
+        """
+        try:
+            async with asyncio.timeout(max(wait_seconds, 0.0)):
+                async with self.waiter(namespace, kinds, blind_limit) as waiter:
+                    while True:
+                        await waiter.next()
+                        value = check()
+                        if value is not None:
+                            return value
+        except TimeoutError:
+            return None
+
+
+class Waiter:
+    """Sleeps until something changes in one namespace, for the kinds it was given."""
+
+    def __init__(
+        self, informers: Informers, namespace: str, kinds: list[Informer], blind_limit: float
+    ) -> None:
+        self.informers = informers
+        self.namespace = namespace
+        self.kinds = kinds
+        self.blind_limit = blind_limit
+        self._event = informers.signals.subscribe(namespace)
+        self._first = True
+
+    async def __aenter__(self) -> Waiter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.informers.signals.unsubscribe(self.namespace, self._event)
+
+    async def next(self, within: float | None = None) -> None:
+        """Return once the caches cover the namespace and, after the first call, once
+        something in it changed or `within` seconds passed; `ClusterUnavailable` if a cache has
+        been blind for `blind_limit` s."""
+        loop = asyncio.get_running_loop()
+        deadline = None if within is None else loop.time() + within
+        while True:
+            for informer in self.kinds:
+                informer.follow(self.namespace)
+            blind = max(self.kinds, key=lambda i: i.failing_for())
+            if blind.failing_for() >= self.blind_limit:
+                raise ClusterUnavailable(
+                    f"The console lost its watch of the cluster's {blind.kind}s "
+                    f"{blind.failing_for():.0f} s ago ({blind.error})."
+                )
+            if all(informer.covers(self.namespace) for informer in self.kinds):
+                if self._first or self._event.is_set():
+                    self._first = False
+                    self._event.clear()
+                    return
+                if deadline is not None and loop.time() >= deadline:
+                    return
+            waits = []
+            if deadline is not None:
+                waits.append(deadline - loop.time())
+            if blind.failing_for() > 0:
+                waits.append(self.blind_limit - blind.failing_for() + 0.05)
+            try:
+                await asyncio.wait_for(self._event.wait(), max(0.0, min(waits)) if waits else None)
+            except TimeoutError:
+                if deadline is not None and loop.time() >= deadline:
+                    self._first = False
+                    self._event.clear()
+                    return
