@@ -18,19 +18,24 @@ server refused, kubectl) the next pass sees only the difference.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gooseui.cluster import manifests
 from gooseui.cluster.environment import Environments, replicas_of
-from gooseui.errors import Conflict
+from gooseui.errors import Conflict, GooseUIError
 from gooseui.lifecycle import Lifecycle
 from gooseui.logs import log
 from gooseui.models import Project, Status
 from gooseui.store import ProjectStore
 
 logger = logging.getLogger("gooseui.reconcile")
+
+MAX_FIXED = 100  # the repairs a report keeps (the latest)
+PASS_SECONDS = 30.0  # a full pass that takes longer is abandoned (and reported)
+DRIFT_DEBOUNCE = 0.2  # a burst of watch events about a Deployment makes one look at it
 
 
 @dataclass
@@ -106,6 +111,60 @@ async def reconcile(
     return report
 
 
+async def reconcile_projects(
+    store: ProjectStore,
+    envs: Environments,
+    lifecycle: Lifecycle,
+    changed: dict[tuple[str, str], tuple[str, str]],
+    report: Report,
+) -> None:
+    """Converge only the projects whose Deployments the watch saw change, into `report`.
+
+    `changed` maps each Deployment (namespace, name) to the (user, project) its labels name.
+
+    This is what notices a Deployment deleted, scaled or edited behind the console's back
+    within a second or two, without reading every record; the periodic full pass stays as
+    the net under it (a change the watch missed, a record MongoDB changed).
+    """
+    deployments = envs.informers["Deployment"]
+    for (namespace, name), (uid, pid) in sorted(changed.items()):
+        deployment = deployments.get(namespace, name)
+        if lifecycle.running(uid, pid):
+            continue
+        doc = await store.get(uid, pid)
+        line = f"{namespace}/{name}"
+        if doc is None:
+            if deployment is not None and line not in report.orphans:
+                report.orphans.append(line)
+                log(
+                    logger,
+                    "reconcile.orphan",
+                    logging.WARNING,
+                    deployment=line,
+                    note="no project record; left untouched",
+                )
+            elif deployment is None and line in report.orphans:
+                report.orphans.remove(line)
+            continue
+        fixed = len(report.fixed)
+        try:
+            await _converge(store, envs, lifecycle, doc, deployment, report)
+        except Conflict:
+            pass
+        except Exception as exc:
+            log(
+                logger,
+                "reconcile.repair_failed",
+                logging.WARNING,
+                user_id=uid,
+                project_id=pid,
+                error=getattr(exc, "detail", None) or str(exc),
+            )
+        for entry in report.fixed[fixed:]:
+            log(logger, "reconcile.drift", user_id=uid, project_id=pid, fixed=entry)
+        del report.fixed[: max(0, len(report.fixed) - MAX_FIXED)]
+
+
 def _image(deployment: dict[str, Any] | None) -> str | None:
     containers = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
     first = (containers.get("containers") or [{}])[0]
@@ -176,3 +235,87 @@ async def _converge(
         await envs.scale(uid, pid, 0)
         log(logger, "reconcile.scaled_down", user_id=uid, project_id=pid, replicas=running)
         report.fixed.append(f"{label}: {status} but ran {running} replica(s) -> scaled to 0")
+
+
+class Reconciler:
+    """Keeps MongoDB and the cluster in agreement, for the console's lifetime.
+
+    A full pass at start and every `interval` seconds (0: at start only), and in between,
+    for every Deployment the shared watch sees change, a look at just that project: drift
+    is noticed within `DRIFT_DEBOUNCE` of the change reaching the console.
+    """
+
+    def __init__(
+        self, store: ProjectStore, envs: Environments, lifecycle: Lifecycle, interval: float
+    ) -> None:
+        self.store = store
+        self.envs = envs
+        self.lifecycle = lifecycle
+        self.interval = interval
+        self.report: Report | None = None
+        self._reported: set[str] = set()  # orphans already logged
+        self._changed: dict[tuple[str, str], tuple[str, str]] = {}
+        self._kick = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.full_pass()
+        self.envs.informers["Deployment"].on_change(self._seen)
+        self._tasks.append(asyncio.create_task(self._follow_drift(), name="drift"))
+        if self.interval > 0:
+            self._tasks.append(asyncio.create_task(self._every_interval(), name="reconciler"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def full_pass(self) -> None:
+        try:
+            async with asyncio.timeout(PASS_SECONDS):
+                report = await reconcile(self.store, self.envs, self.lifecycle, self._reported)
+            # the repairs since start stay listed (the latest MAX_FIXED), whichever pass made them
+            earlier = self.report.fixed if self.report is not None else []
+            report.fixed = (earlier + report.fixed)[-MAX_FIXED:]
+            self.report = report
+        except Exception as exc:  # e.g. RBAC refusing a cluster-wide list: report, serve on
+            detail = (
+                exc.detail
+                if isinstance(exc, GooseUIError)
+                else "timed out"
+                if isinstance(exc, TimeoutError)
+                else str(exc)
+            )
+            earlier = self.report.fixed if self.report is not None else []
+            self.report = Report(fixed=earlier, error=detail)
+            log(logger, "reconcile.skipped", logging.WARNING, error=detail)
+
+    async def _every_interval(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.full_pass()
+
+    def _seen(self, kind: str, deployment: dict[str, Any]) -> None:
+        meta = deployment.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        uid, pid = labels.get(manifests.LABEL_USER), labels.get(manifests.LABEL_PROJECT)
+        namespace = str(meta.get("namespace") or "")
+        if uid and pid and namespace.startswith(self.envs.settings.namespace_prefix):
+            self._changed[(namespace, str(meta.get("name")))] = (uid, pid)
+            self._kick.set()
+
+    async def _follow_drift(self) -> None:
+        while True:
+            await self._kick.wait()
+            await asyncio.sleep(DRIFT_DEBOUNCE)
+            self._kick.clear()
+            changed, self._changed = self._changed, {}
+            if self.report is None:
+                self.report = Report()
+            try:
+                await reconcile_projects(
+                    self.store, self.envs, self.lifecycle, changed, self.report
+                )
+            except Exception as exc:  # MongoDB away, say: the full pass tries again
+                log(logger, "reconcile.drift_failed", logging.WARNING, error=str(exc))

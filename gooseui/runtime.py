@@ -22,7 +22,7 @@ from gooseui.cluster.client import KubeClient
 from gooseui.cluster.environment import Environments
 from gooseui.config import Settings, env_name
 from gooseui.embedded import EmbeddedMongo
-from gooseui.errors import GooseUIError, Unavailable
+from gooseui.errors import Unavailable
 from gooseui.events import EventBus
 from gooseui.fanout import EventFanout
 from gooseui.goose import GooseClient
@@ -30,11 +30,10 @@ from gooseui.lifecycle import Lifecycle, replica_id
 from gooseui.locks import ReplyLocks
 from gooseui.logs import log
 from gooseui.looplag import LoopLagMonitor
-from gooseui.reconcile import Report, reconcile
+from gooseui.reconcile import Reconciler, Report
 from gooseui.service import ProjectService
 from gooseui.store import Document, ProjectStore, create_client
 
-RECONCILE_SECONDS = 30.0
 READY_SECONDS = 2.5  # each check of /readyz; the whole answer comes within 3 s
 
 logger = logging.getLogger("gooseui.runtime")
@@ -103,14 +102,18 @@ class Runtime:
         self.kube = KubeClient(settings.kubeconfig)
         self.goose: GooseClient | None = None
         self.lifecycle: Lifecycle | None = None
-        self.reconciliation: Report | None = None
+        self.reconciler: Reconciler | None = None
         # this process among the console's replicas (leases, locks and events name it)
         self.replica = replica_id()
         self.fanout: EventFanout | None = None
         self.locks: ReplyLocks | None = None
-        self._reported: set[str] = set()  # orphans already logged
-        self._reconciler: asyncio.Task[None] | None = None
+        self.environments: Environments | None = None
         self.loop_lag = LoopLagMonitor()
+
+    @property
+    def reconciliation(self) -> Report | None:
+        """What reconciliation last found (the last full pass, and the drift seen since)."""
+        return self.reconciler.report if self.reconciler is not None else None
 
     @property
     def cluster_label(self) -> str:
@@ -154,6 +157,9 @@ class Runtime:
             )
         info = await self.kube.connect()
         environments = Environments(self.kube, settings) if info.configured else None
+        if environments is not None:
+            environments.start()
+        self.environments = environments
         self.goose = GooseClient(self.kube)
         database = self.mongo[settings.mongo_db]
         collection = settings.projects_collection
@@ -183,11 +189,10 @@ class Runtime:
             ChatService(store, self.goose, settings.chat_keepalive, self.locks),
         )
         if environments is not None:
-            await self._reconcile(store, environments)
-            if settings.reconcile_interval > 0:
-                self._reconciler = asyncio.create_task(
-                    self._reconcile_forever(store, environments), name="reconciler"
-                )
+            self.reconciler = Reconciler(
+                store, environments, self.lifecycle, settings.reconcile_interval
+            )
+            await self.reconciler.start()
         else:
             log(logger, "cluster.unconfigured", logging.WARNING, problem=info.problem)
         log(
@@ -199,36 +204,11 @@ class Runtime:
             ms=round((time.perf_counter() - started) * 1000),
         )
 
-    async def _reconcile_forever(self, store: ProjectStore, environments: Environments) -> None:
-        """A pass every GOOSEUI_RECONCILE_INTERVAL seconds: what went apart is brought back."""
-        while True:
-            await asyncio.sleep(self.settings.reconcile_interval)
-            await self._reconcile(store, environments)
-
-    async def _reconcile(self, store: ProjectStore, environments: Environments) -> None:
-        assert self.lifecycle is not None
-        try:
-            async with asyncio.timeout(RECONCILE_SECONDS):
-                self.reconciliation = await reconcile(
-                    store, environments, self.lifecycle, self._reported
-                )
-        except Exception as exc:  # e.g. RBAC refusing a cluster-wide list: report, serve on
-            detail = (
-                exc.detail
-                if isinstance(exc, GooseUIError)
-                else "timed out"
-                if isinstance(exc, TimeoutError)
-                else str(exc)
-            )
-            self.reconciliation = Report(error=detail)
-            log(logger, "reconcile.skipped", logging.WARNING, error=detail)
-
     async def stop(self) -> None:
         await self.loop_lag.stop()
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            await asyncio.gather(self._reconciler, return_exceptions=True)
-            self._reconciler = None
+        if self.reconciler is not None:
+            await self.reconciler.stop()
+            self.reconciler = None
         if self.lifecycle is not None:
             await self.lifecycle.close()
         if self.locks is not None:
@@ -239,6 +219,9 @@ class Runtime:
             self.fanout = None
         if self.goose is not None:
             await self.goose.close()
+        if self.environments is not None:
+            await self.environments.close()
+            self.environments = None
         await self.kube.close()
         if self.mongo is not None:
             await self.mongo.close()

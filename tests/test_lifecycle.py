@@ -695,3 +695,41 @@ async def test_mongodb_gone_during_an_activation_and_back(
         sim.set_slow_readiness(0.0)
         stored = await settled(client, project, 40)
         assert stored["status"] == "active", stored
+
+
+async def test_drift_is_noticed_by_the_watch_within_two_seconds(
+    console_env: dict[str, str], kube: k8s.ApiClient, request: pytest.FixtureRequest
+) -> None:
+    """No periodic pass (GOOSEUI_RECONCILE_INTERVAL=0): the shared watch alone notices a
+    Deployment scaled and one deleted behind the console's back, and each is put back."""
+    import time
+
+    assert console_env["GOOSEUI_RECONCILE_INTERVAL"] == "0"
+    apps = k8s.AppsV1Api(kube)
+    async with console(request) as client:
+        project = await new_project(client)
+        assert (await client.post(url(project, "activate"))).status_code == 200
+        name, namespace = project["deployment"], project["namespace"]
+
+        await apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": 3}})
+        started = time.monotonic()
+
+        async def one_replica() -> bool:
+            return await replicas_of(kube, project) == 1
+
+        assert await until(one_replica, 5)
+        assert time.monotonic() - started <= 2.0
+
+        await apps.delete_namespaced_deployment(name, namespace)
+        started = time.monotonic()
+
+        async def recreated() -> bool:
+            return await replicas_of(kube, project) == 1
+
+        assert await until(recreated, 5)
+        assert time.monotonic() - started <= 2.0
+        stored = await settled(client, project)
+        assert stored["status"] == "active" and stored["endpoint"], stored
+        report = (await client.get("/readyz")).json()["checks"]["cluster"]["reconciliation"]
+        assert any("scaled to 1" in line for line in report["fixed"]), report
+        assert any("Deployment is gone" in line for line in report["fixed"]), report
