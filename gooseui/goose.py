@@ -103,6 +103,14 @@ class GooseClient:
             self._direct = httpx.AsyncClient(timeout=timeout, limits=limits)
         return self._direct
 
+    def warm(self) -> None:
+        """Make both pooled clients now (in a thread at start-up): the first one costs
+        hundreds of ms (imports, a TLS context, netrc), a stall of the first activation."""
+        server = (self.kube.info.server or "").rstrip("/")
+        if server:
+            self.client_for(server + "/")
+        self.client_for("http://127.0.0.1")
+
     async def close(self) -> None:
         for client in (self._proxied, self._direct):
             if client is not None:

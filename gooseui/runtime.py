@@ -159,8 +159,11 @@ class Runtime:
         environments = Environments(self.kube, settings) if info.configured else None
         if environments is not None:
             environments.start()
+            await asyncio.to_thread(manifests.warm)
         self.environments = environments
         self.goose = GooseClient(self.kube)
+        if info.configured:
+            await asyncio.to_thread(self.goose.warm)
         database = self.mongo[settings.mongo_db]
         collection = settings.projects_collection
         self.fanout = EventFanout(

@@ -733,3 +733,32 @@ async def test_drift_is_noticed_by_the_watch_within_two_seconds(
         report = (await client.get("/readyz")).json()["checks"]["cluster"]["reconciliation"]
         assert any("scaled to 1" in line for line in report["fixed"]), report
         assert any("Deployment is gone" in line for line in report["fixed"]), report
+
+
+async def test_an_activation_waits_out_its_terminating_namespace(
+    client: httpx.AsyncClient, kube: k8s.ApiClient
+) -> None:
+    """The user's last project took the namespace with it, and something in it holds a
+    finalizer: the namespace stays Terminating. A new project's activation waits until the
+    namespace is gone, then makes it again (nothing can be created in a terminating one)."""
+    core = k8s.CoreV1Api(kube)
+    first = await new_project(client, "First", user="bob")
+    assert (await client.post(url(first, "activate"))).status_code == 200
+    namespace = first["namespace"]
+    held = {"metadata": {"name": "held", "finalizers": ["gooseui.test/hold"]}}
+    await core.create_namespaced_config_map(namespace, held)
+    assert (await client.delete(url(first))).status_code == 204
+    current = await core.read_namespace(namespace)
+    assert current.status.phase == "Terminating", current
+
+    second = await new_project(client, "Second", user="bob")
+    response = await client.post(url(second, "activate"), params={"wait": "false"})
+    assert response.status_code == 202
+    await asyncio.sleep(1.0)
+    assert (await client.get(url(second))).json()["status"] == "activating"
+    await core.patch_namespaced_config_map("held", namespace, {"metadata": {"finalizers": None}})
+    stored = await settled(client, second)
+    assert stored["status"] == "active", stored
+    fresh = await core.read_namespace(namespace)
+    assert fresh.status.phase == "Active" and fresh.metadata.deletion_timestamp is None
+    assert (await client.delete(url(second))).status_code == 204

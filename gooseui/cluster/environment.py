@@ -156,16 +156,18 @@ class Environments:
         )
 
     async def _apply_namespace(self, user_id: str, objects: list[Obj], wait_seconds: float) -> None:
+        """Apply the Namespace; one that is terminating is waited out and applied again
+        (nothing can be created in it until it is gone), then its guard rails."""
         name = self.namespace(user_id)
         deadline = time.monotonic() + wait_seconds
         while True:
-            current = await self.kube.get(path_for("Namespace", name=name))
-            if not current or not current["metadata"].get("deletionTimestamp"):
+            applied = await self.kube.apply(objects[0])
+            if not (applied.get("metadata") or {}).get("deletionTimestamp"):
                 break
             if time.monotonic() > deadline:
                 raise KubeError(409, "Conflict", f"namespace {name} is still being deleted")
             await self._wait_deleted(path_for("Namespace"), name, deadline - time.monotonic())
-        for obj in objects:
+        for obj in objects[1:]:
             await self.kube.apply(obj)
 
     async def apply_agent(self, user_id: str, agent: AgentEnvironment) -> None:
