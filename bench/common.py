@@ -78,12 +78,15 @@ def console_process(
     *,
     log: Path | None = None,
     ready: Callable[[httpx.Response], bool] = _ready,
+    python: str = sys.executable,
+    cwd: Path | None = None,
     **env: str,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`gooseui` in a child process on a free loopback port: its base URL and process.
 
     `env` adds environment variables (e.g. KUBECONFIG); the caller's GOOSEUI_/MONGO_ ones
-    are dropped so that the bench measures defaults.
+    are dropped so that the bench measures defaults. `python` may be another checkout's
+    interpreter (a baseline), run in that checkout (`cwd`: `-m` imports from there first).
     """
     if "KUBECONFIG" in env and "GOOSEUI_GOOSE_ENV_FILE" not in env:
         # a console that activates needs an environment for its agents, with a database of
@@ -94,7 +97,13 @@ def console_process(
             data_dir.mkdir(parents=True, exist_ok=True)
             env_file = agent_env(data_dir / "agent.env", agents)
             with console_process(
-                data_dir, log=log, ready=ready, GOOSEUI_GOOSE_ENV_FILE=str(env_file), **env
+                data_dir,
+                log=log,
+                ready=ready,
+                python=python,
+                cwd=cwd,
+                GOOSEUI_GOOSE_ENV_FILE=str(env_file),
+                **env,
             ) as running:
                 yield running
         return
@@ -105,7 +114,7 @@ def console_process(
     )
     out = log.open("wb") if log else subprocess.DEVNULL
     process = subprocess.Popen(
-        [sys.executable, "-m", "gooseui"], env=child_env, stdout=out, stderr=out
+        [python, "-m", "gooseui"], env=child_env, stdout=out, stderr=out, cwd=cwd
     )
     base = f"http://127.0.0.1:{port}"
     try:
