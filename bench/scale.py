@@ -10,7 +10,9 @@ activated at once, then deactivated at once. For each side this prints
 - the console's CPU time and resident memory, and its event loop's lag (p99, max);
 for the console as it is, and for a baseline: the code at the start of issue 11 (commit
 f5e8ca0: a list+watch per activation), run from a git worktree with its own virtualenv,
-against the same simulator in the same run. The baseline's worktree is made (and kept) under
+against the same simulator in the same run. Both consoles keep their records in one
+in-memory MongoDB-compatible server (SecantusDB), each in a database of its own, and their
+agents in another. The baseline's worktree is made (and kept) under
 the system's temporary directory.
 
 Run: `uv run python bench/scale.py [--users 100] [--projects 1000] [--at-once 200]
@@ -148,10 +150,13 @@ async def _side(
     limits = httpx.Limits(max_connections=args.at_once + 20)
     async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as http:
         projects = await _create(http, users, args.projects // len(users))
-        per_user = max(1, args.at_once // len(users))
-        chosen = [path for paths in projects for path in paths[:per_user]][: args.at_once]
-        results: dict[str, Any] = {}
-        for action in ("activate", "deactivate"):
+    per_user = max(1, args.at_once // len(users))
+    chosen = [path for paths in projects for path in paths[:per_user]][: args.at_once]
+    results: dict[str, Any] = {}
+    for action in ("activate", "deactivate"):
+        # fresh connections for each phase: one the server closed while idle (keep-alive)
+        # must not fail a request
+        async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as http:
             await asyncio.sleep(1.0)  # the creations' writes settle
             sim.audit(reset=True)
             await http.get("/debug/loop-lag", params={"reset": "true"})
@@ -171,8 +176,8 @@ async def _side(
             }
             await asyncio.sleep(2.0)
             results[action]["watches_idle"] = sim.audit()["watches_open"]
-        results["rss_peak"] = memory_mb(pid, "VmHWM")
-        return results
+    results["rss_peak"] = memory_mb(pid, "VmHWM")
+    return results
 
 
 def run_side(
@@ -181,11 +186,12 @@ def run_side(
     sim: Simulator,
     data: Path,
     agents: str,
+    consoles: str,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     users = [f"{label[0]}{i:03d}" for i in range(args.users)]
     try:
-        return _run_side(label, python, sim, data, agents, args, users)
+        return _run_side(label, python, sim, data, agents, consoles, args, users)
     except SystemExit:
         log = data / f"{label}.log"
         tail = log.read_text().splitlines()[-15:] if log.exists() else []
@@ -198,6 +204,7 @@ def _run_side(
     sim: Simulator,
     data: Path,
     agents: str,
+    consoles: str,
     args: argparse.Namespace,
     users: list[str],
 ) -> dict[str, Any]:
@@ -210,6 +217,8 @@ def _run_side(
         NAMESPACE_PREFIX=f"{label}-",
         GOOSEUI_USERS=",".join(f"{u}:User {u}" for u in users),
         GOOSEUI_GOOSE_ENV_FILE=str(agent_env(data / f"{label}.env", agents)),
+        MONGO_URI=consoles,
+        MONGO_DB=f"scale_{label}",
     ) as (base, process):
         return asyncio.run(_side(base, process.pid, sim, users, args))
 
@@ -235,9 +244,9 @@ def main() -> None:
         data.mkdir(parents=True, exist_ok=True)
         sim = Simulator(data / "sim", args.delay)
         try:
-            with database() as agents:
+            with database() as agents, database() as consoles:
                 for label, python in pythons.items():
-                    sides[label] = run_side(label, python, sim, data, agents, args)
+                    sides[label] = run_side(label, python, sim, data, agents, consoles, args)
         finally:
             sim.stop()
     report(sides, args)

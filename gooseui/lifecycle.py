@@ -116,6 +116,10 @@ class Lifecycle:
         self.cluster_problem = cluster_problem
         self._tasks: dict[tuple[str, str], asyncio.Task[Project]] = {}
         self._background: set[asyncio.Task[None]] = set()  # best-effort clean-ups
+        self._renewer: asyncio.Task[None] | None = None
+        # a transition asked for and not yet started (its compare-and-set is under way):
+        # a reconciliation pass must not take it for one nobody works on
+        self._claimed: set[tuple[str, str]] = set()
 
     # plumbing --------------------------------------------------------------------------
 
@@ -161,25 +165,23 @@ class Lifecycle:
         return task
 
     async def _leased(self, project: Project, work: Coroutine[Any, Any, Project]) -> Project:
-        """Run a transition's work, renewing its lease meanwhile."""
-        renewer = asyncio.create_task(self._renew(project))
-        try:
-            return await work
-        finally:
-            renewer.cancel()
+        """Run a transition's work; its lease is renewed meanwhile (with all the others)."""
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew(), name="lease renewer")
+        return await work
 
-    async def _renew(self, project: Project) -> None:
-        uid, pid = project.user_id, project.project_id
-        while True:
+    async def _renew(self) -> None:
+        """Every LEASE_SECONDS/3, one write renews the leases of all running transitions."""
+        while self._tasks:
             await asyncio.sleep(LEASE_SECONDS / 3)
             try:
-                if not await self.store.renew_lease(uid, pid, self.replica):
-                    # another replica took the work over (this one could not renew in
-                    # time): its last write will fail, and say so
-                    log(logger, "project.lease_lost", logging.WARNING, user_id=uid, project_id=pid)
-                    return
+                lost = await self.store.renew_leases(self.replica, list(self._tasks))
             except GooseUIError:
-                continue  # MongoDB blipped: renew again; the lease may lapse meanwhile
+                continue  # MongoDB blipped: renew again; a lease may lapse meanwhile
+            for uid, pid in lost:
+                # another replica took the work over (this one could not renew in time):
+                # this one's last write will fail, and say so
+                log(logger, "project.lease_lost", logging.WARNING, user_id=uid, project_id=pid)
 
     async def _outcome(self, task: asyncio.Task[Project], wait: bool, started: Project) -> Project:
         if not wait:
@@ -240,6 +242,8 @@ class Lifecycle:
         """
         keys = list(self._tasks)
         tasks: list[asyncio.Task[Any]] = [*self._tasks.values(), *self._background]
+        if self._renewer is not None:
+            tasks.append(self._renewer)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -254,7 +258,29 @@ class Lifecycle:
                 log(logger, "project.lease_kept", user_id=uid, project_id=pid, error=str(exc))
 
     def running(self, user_id: str, project_id: str) -> bool:
-        return (user_id, project_id) in self._tasks
+        key = (user_id, project_id)
+        return key in self._tasks or key in self._claimed
+
+    async def _claim(
+        self,
+        project: Project,
+        allowed: list[Status],
+        target: Status,
+        changes: dict[str, Any] | None = None,
+    ) -> Project:
+        """`_transition`, with the project marked as worked on while its write is under way:
+        between the write and the task's start a pass would see a transition with no task."""
+        key = (project.user_id, project.project_id)
+        if key in self._claimed:
+            raise Conflict(
+                f"Project {project.name!r} is being changed; wait until it settles.",
+                code="InTransition",
+            )
+        self._claimed.add(key)
+        try:
+            return await self._transition(project, allowed, target, changes)
+        finally:
+            self._claimed.discard(key)
 
     def _stale(self, project: Project) -> list[Status]:
         """A transitional status no task of this process is working on: it may be taken over.
@@ -280,7 +306,7 @@ class Lifecycle:
             return project
         self._busy(project)
         self._envs()
-        started = await self._transition(
+        started = await self._claim(
             project,
             [Status.INACTIVE, Status.FAILED, *self._stale(project)],
             Status.ACTIVATING,
@@ -302,7 +328,7 @@ class Lifecycle:
         The activation's steps are idempotent: what exists is left, what is missing or
         changed is applied again, and the project is `active` once the agent answers.
         """
-        started = await self._transition(
+        started = await self._claim(
             project,
             [Status.ACTIVE],
             Status.ACTIVATING,
@@ -585,7 +611,7 @@ class Lifecycle:
             self.publish(doc, Status.INACTIVE, "stopped", "Failure cleared")
             return doc
         self._envs()
-        started = await self._transition(
+        started = await self._claim(
             project,
             [Status.ACTIVE, Status.FAILED, *self._stale(project)],
             Status.DEACTIVATING,
@@ -643,7 +669,7 @@ class Lifecycle:
         touched = bool(doc.get("cluster_objects"))
         if touched:
             self._envs()
-        started = await self._transition(
+        started = await self._claim(
             project,
             [Status.INACTIVE, Status.ACTIVE, Status.FAILED, *self._stale(project)],
             Status.DELETING,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 from typing import Any
 
 from gooseui.cluster import manifests
@@ -29,7 +30,7 @@ from gooseui.errors import Conflict, GooseUIError
 from gooseui.lifecycle import Lifecycle
 from gooseui.logs import log
 from gooseui.models import Project, Status
-from gooseui.store import ProjectStore
+from gooseui.store import ProjectStore, now
 
 logger = logging.getLogger("gooseui.reconcile")
 
@@ -72,6 +73,8 @@ async def reconcile(
         for d in await envs.list_managed_deployments()
         if d["metadata"]["namespace"].startswith(prefix)
     }
+    cache = envs.informers["Deployment"]
+    live = cache if cache.synced.is_set() and not cache.scoped else None
     known: set[tuple[str, str]] = set()
     for doc in await store.list_all():
         report.checked += 1
@@ -80,8 +83,11 @@ async def reconcile(
         known.add(key)
         if lifecycle.running(uid, pid):
             continue  # this process is working on it: its task will settle the status
+        # the cache as it is now, not as it was when the pass began: a project activated
+        # meanwhile has a record that says active and a Deployment the snapshot lacks
+        current = live.get(*key) if live is not None else deployments.get(key)
         try:
-            await _converge(store, envs, lifecycle, doc, deployments.get(key), report)
+            await _converge(store, envs, lifecycle, doc, current, report)
         except Conflict:
             pass  # another replica holds the work on it, or it changed meanwhile
         except Exception as exc:  # one project's trouble is not the pass's
@@ -171,6 +177,30 @@ def _image(deployment: dict[str, Any] | None) -> str | None:
     return first.get("image")
 
 
+def _action(doc: dict[str, Any], deployment: dict[str, Any] | None, replica: str) -> str | None:
+    """What a record and its Deployment call for, if anything (a pure decision)."""
+    status = Status(doc["status"])
+    running = replicas_of(deployment) if deployment is not None else 0
+    expires = doc.get("lease_expires")
+    if expires is not None and expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    if doc.get("lease_holder") not in (None, replica) and expires and expires > now():
+        return None  # another replica works on it, and is alive
+    if status in (Status.ACTIVATING, Status.DEACTIVATING, Status.DELETING):
+        return str(status)
+    if status == Status.ACTIVE and deployment is None:
+        return "gone"
+    if status == Status.ACTIVE and not running:
+        return "stopped"
+    if status == Status.ACTIVE and doc.get("applied_image") not in (None, _image(deployment)):
+        return "image"
+    if status == Status.ACTIVE and running > 1:
+        return "scaled"
+    if status in (Status.INACTIVE, Status.FAILED) and running:
+        return "running"
+    return None
+
+
 async def _converge(
     store: ProjectStore,
     envs: Environments,
@@ -179,18 +209,41 @@ async def _converge(
     deployment: dict[str, Any] | None,
     report: Report,
 ) -> None:
-    uid, pid, status = doc["user_id"], doc["project_id"], Status(doc["status"])
+    """Act on what `doc` and `deployment` call for, after reading both again.
+
+    The record is read again, and the Deployment from the cache as it is now, before
+    anything is done: a pass works from a snapshot, and a project that moved on since (an
+    activation that finished, a deactivation under way) needs nothing.
+    """
+    if _action(doc, deployment, lifecycle.replica) is None:
+        return
+    uid, pid = doc["user_id"], doc["project_id"]
+    fresh = await store.get(uid, pid)
+    if fresh is None or lifecycle.running(uid, pid):
+        return
+    cache = envs.informers["Deployment"]
+    if cache.covers(envs.namespace(uid)):
+        deployment = cache.get(envs.namespace(uid), manifests.object_name(pid))
+    action = _action(fresh, deployment, lifecycle.replica)
+    if action in ("gone", "stopped"):
+        # a re-activation is no small act: the API server confirms what the cache shows
+        deployment = await envs.read_deployment(uid, pid)
+        action = _action(fresh, deployment, lifecycle.replica)
+    if action is None:
+        return
+    doc = fresh
+    status = Status(doc["status"])
     label = f"{uid}/{pid}"
     running = replicas_of(deployment) if deployment is not None else 0
 
-    if status == Status.ACTIVATING:
+    if action == "activating":
         # the operator asked for it to run and nobody is making it so: make it so
         await lifecycle.activate(Project.from_document(doc), wait=False)
         report.fixed.append(f"{label}: activating with no task -> activation resumed")
-    elif status == Status.DEACTIVATING:
+    elif action == "deactivating":
         await lifecycle.deactivate(Project.from_document(doc), wait=False)
         report.fixed.append(f"{label}: deactivating with no task -> deactivation resumed")
-    elif status == Status.DELETING:
+    elif action == "deleting":
         message = "The deletion was interrupted (the console restarted); delete again."
         failed = {"status": str(Status.FAILED), "status_reason": "Interrupted"}
         # `free`: never over a deletion another replica is working on
@@ -204,9 +257,9 @@ async def _converge(
         ):
             lifecycle.publish(doc, Status.FAILED, "reconciled", message, "Interrupted")
             report.fixed.append(f"{label}: deleting -> failed (Interrupted)")
-    elif status == Status.ACTIVE and (deployment is None or not running):
+    elif action in ("gone", "stopped"):
         # the operator wants it running and nobody else is making it so: activate again
-        if deployment is None:
+        if action == "gone":
             found = "its Deployment is gone"
             why = "The environment's Deployment was gone from the cluster; re-creating it."
         else:
@@ -214,24 +267,19 @@ async def _converge(
             why = "The environment was scaled to 0 outside the console; starting it again."
         await lifecycle.repair(Project.from_document(doc), why)
         report.fixed.append(f"{label}: active but {found} -> activated again")
-    elif status == Status.ACTIVE and doc.get("applied_image") not in (None, _image(deployment)):
+    elif action == "image":
         why = (
             f"The environment's image was changed outside the console (to "
             f"{_image(deployment)!r}); applying the console's image again."
         )
         await lifecycle.repair(Project.from_document(doc), why)
         report.fixed.append(f"{label}: image edited -> applied again")
-    elif status == Status.ACTIVE and running > 1:
+    elif action == "scaled":
         await envs.scale(uid, pid, 1)
         log(logger, "reconcile.scaled_down", user_id=uid, project_id=pid, replicas=running)
         report.fixed.append(f"{label}: active with {running} replicas -> scaled to 1")
-    elif status in (Status.INACTIVE, Status.FAILED) and running:
-        # e.g. the scale-down of a failed activation was refused: its pod must not run on.
-        # The record is read again first: another replica may have started an activation
-        # since this pass listed the records.
-        current = await store.get(uid, pid)
-        if current is None or current["status"] != str(status):
-            return
+    elif action == "running":
+        # e.g. the scale-down of a failed activation was refused: its pod must not run on
         await envs.scale(uid, pid, 0)
         log(logger, "reconcile.scaled_down", user_id=uid, project_id=pid, replicas=running)
         report.fixed.append(f"{label}: {status} but ran {running} replica(s) -> scaled to 0")

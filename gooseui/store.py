@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from secrets import token_hex
 from typing import Any, Literal
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
@@ -253,16 +254,23 @@ class ProjectStore:
         started = time.perf_counter()
         allowed = [str(s) for s in expected]
         moment = now()
-        query: Document = {"user_id": user_id, "project_id": project_id, "status": {"$in": allowed}}
-        update = {**changes, "updated_at": moment}
+        key = {"user_id": user_id, "project_id": project_id}
+        base: Document = {**key, "status": {"$in": allowed}}
+        # the write's own mark: a write retried after a timeout (the first attempt had
+        # landed) finds no match, and the mark tells that it was this write that landed
+        mark = token_hex(8)
+        update = {**changes, "updated_at": moment, "last_write": mark}
+        queries = [base]
         if holder is not None and lease is not None:
             if lease == "release":
-                query["lease_holder"] = holder
+                queries = [{**base, "lease_holder": holder}]
             else:
-                query["$or"] = [
-                    {"lease_holder": holder},
-                    {"lease_expires": None},
-                    {"lease_expires": {"$lt": moment}},
+                # free or lapsed (`$not $gte` also matches a lease never taken), else the
+                # holder's own: two plain conditions, not an `$or`, which costs a server
+                # without a query planner (SecantusDB) a scan
+                queries = [
+                    {**base, "lease_expires": {"$not": {"$gte": moment}}},
+                    {**base, "lease_holder": holder},
                 ]
             if lease == "take":
                 update |= {
@@ -272,9 +280,14 @@ class ProjectStore:
             else:
                 update |= {"lease_holder": None, "lease_expires": None}
         async with self._guard("compare_and_set"):
-            doc = await self._collection.find_one_and_update(
-                query, {"$set": update}, return_document=ReturnDocument.AFTER
-            )
+            # an update and a read rather than findAndModify: as atomic a check, and on
+            # SecantusDB five times cheaper
+            for query in queries:
+                if (await self._collection.update_one(query, {"$set": update})).matched_count:
+                    break
+            doc = await self._collection.find_one(key)
+        if doc is not None and doc.get("last_write") != mark:
+            doc = None
         self._logged(
             "compare_and_set",
             started,
@@ -287,22 +300,29 @@ class ProjectStore:
         )
         return doc
 
-    async def renew_lease(self, user_id: str, project_id: str, holder: str) -> bool:
-        """Extend the holder's lease; False when it is no longer the holder's."""
+    async def renew_leases(self, holder: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Extend the holder's leases on the projects `keys` in one write, however many;
+        returns the keys whose lease is no longer the holder's."""
+        if not keys:
+            return set()
+        ids = sorted({pid for _, pid in keys})
+        match = {"lease_holder": holder, "project_id": {"$in": ids}}
         started = time.perf_counter()
-        async with self._guard("renew_lease"):
-            result = await self._collection.update_one(
-                {"user_id": user_id, "project_id": project_id, "lease_holder": holder},
-                {"$set": {"lease_expires": now() + timedelta(seconds=LEASE_SECONDS)}},
+        async with self._guard("renew_leases"):
+            result = await self._collection.update_many(
+                match, {"$set": {"lease_expires": now() + timedelta(seconds=LEASE_SECONDS)}}
             )
-        self._logged(
-            "renew_lease",
-            started,
-            user_id=user_id,
-            project_id=project_id,
-            result="ok" if result.matched_count else "lost",
-        )
-        return bool(result.matched_count)
+            lost: set[tuple[str, str]] = set()
+            if result.matched_count < len(keys):
+                held = {
+                    (doc["user_id"], doc["project_id"])
+                    async for doc in self._collection.find(
+                        match, {"_id": 0, "user_id": 1, "project_id": 1}
+                    )
+                }
+                lost = set(keys) - held
+        self._logged("renew_leases", started, leases=len(keys), lost=len(lost))
+        return lost
 
     async def set_session(self, user_id: str, project_id: str, session_id: str | None) -> None:
         """Remember the project's current Goose session (not a lifecycle transition)."""

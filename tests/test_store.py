@@ -86,3 +86,57 @@ async def test_unreachable_server_is_unavailable() -> None:
         assert "MongoDB is not answering" in caught.value.detail
     finally:
         await mongo.close()
+
+
+async def test_leases_are_renewed_in_one_write_and_lost_ones_named(store: ProjectStore) -> None:
+    docs = [await store.insert(new_doc(name=f"L{i}")) for i in range(3)]
+    keys = [("alice", d["project_id"]) for d in docs]
+    for _, pid in keys:
+        taken = await store.compare_and_set(
+            "alice", pid, [Status.INACTIVE], {"status": "activating"}, holder="me", lease="take"
+        )
+        assert taken is not None
+    before = {k: (await store.get(*k))["lease_expires"] for k in keys}
+    # another replica takes the third over (its lease had lapsed)
+    await store._collection.update_one(
+        {"project_id": keys[2][1]}, {"$set": {"lease_holder": "other"}}
+    )
+    await asyncio.sleep(0.01)
+    assert await store.renew_leases("me", keys) == {keys[2]}
+    for key in keys[:2]:
+        assert (await store.get(*key))["lease_expires"] > before[key]
+    assert (await store.get(*keys[2]))["lease_holder"] == "other"
+    assert await store.renew_leases("me", []) == set()
+
+
+async def test_a_lease_is_taken_when_free_lapsed_or_own_never_from_a_live_holder(
+    store: ProjectStore,
+) -> None:
+    from datetime import timedelta
+
+    from gooseui.store import now
+
+    pid = (await store.insert(new_doc(name="Leased")))["project_id"]
+
+    async def take(holder: str) -> bool:
+        doc = await store.compare_and_set(
+            "alice", pid, [Status.INACTIVE, Status.ACTIVATING], {"status": "activating"},
+            holder=holder, lease="take",
+        )  # fmt: skip
+        return doc is not None and doc["lease_holder"] == holder
+
+    assert await take("a")  # never taken
+    assert await take("a")  # its own
+    assert not await take("b")  # a live lease of another
+    await store._collection.update_one(
+        {"project_id": pid}, {"$set": {"lease_expires": now() - timedelta(seconds=1)}}
+    )
+    assert await take("b")  # lapsed
+    released = await store.compare_and_set(
+        "alice", pid, [Status.ACTIVATING], {"status": "active"}, holder="a", lease="release"
+    )
+    assert released is None  # only the holder releases
+    released = await store.compare_and_set(
+        "alice", pid, [Status.ACTIVATING], {"status": "active"}, holder="b", lease="release"
+    )
+    assert released is not None and released["lease_holder"] is None

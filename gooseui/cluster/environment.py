@@ -471,6 +471,12 @@ class Environments:
         except KubeError:
             return None
 
+    async def read_deployment(self, user_id: str, project_id: str) -> Obj | None:
+        """The project's Deployment as the API server has it now (not the cache)."""
+        return await self.kube.get(
+            path_for("Deployment", self.namespace(user_id), manifests.object_name(project_id))
+        )
+
     async def list_managed_deployments(self) -> list[Obj]:
         """Every Deployment the console manages, in all namespaces (from the cache once it
         has listed them cluster-wide; else from the API server, which may refuse)."""
