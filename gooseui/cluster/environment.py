@@ -266,9 +266,9 @@ class Environments:
             (((current or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}
         ).get("annotations") or {}
         checksum = annotations.get(manifests.CHECKSUM_ANNOTATION)
-        deployment = manifests.render_project(
+        deployment = manifests.render_deployment(
             self.settings, user_id, project_id, replicas, checksum
-        )[0]
+        )
         self._applied_generation[(namespace, name)] = generation_of(
             await self.kube.apply(deployment)
         )

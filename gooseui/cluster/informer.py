@@ -98,6 +98,7 @@ class Informer:
         self.label_selector = label_selector
         self.cluster_scoped = kind == "Namespace"
         self.objects: dict[Key, Obj] = {}
+        self._by_namespace: dict[str, dict[str, Obj]] = {}  # the same objects, for `select`
         self.scoped = False  # True: per-namespace watches (a cluster-wide list was forbidden)
         self.synced = asyncio.Event()  # the cluster-wide list arrived (or scoping was decided)
         self.error: str | None = None
@@ -133,9 +134,8 @@ class Informer:
         """The objects of `namespace` whose labels include all of `labels`."""
         return [
             obj
-            for (ns, _), obj in self.objects.items()
-            if ns == namespace
-            and all(
+            for obj in self._by_namespace.get(namespace, {}).values()
+            if all(
                 ((obj.get("metadata") or {}).get("labels") or {}).get(k) == v
                 for k, v in labels.items()
             )
@@ -238,10 +238,11 @@ class Informer:
         mine = [key for key in self.objects if namespace is None or key[0] == namespace]
         for key in mine:
             if key not in fresh:
-                gone = self.objects.pop(key)
-                self._tell("DELETED", gone, key)
+                gone = self._forget(key)
+                if gone is not None:
+                    self._tell("DELETED", gone, key)
         for key, item in fresh.items():
-            self.objects[key] = item
+            self._keep(key, item)
             self._tell("MODIFIED", item, key)
         self._recovered()
         if namespace is None:
@@ -255,10 +256,23 @@ class Informer:
     def _apply(self, kind: str, obj: Obj) -> None:
         key = self._key(obj)
         if kind == "DELETED":
-            self.objects.pop(key, None)
+            self._forget(key)
         else:
-            self.objects[key] = obj
+            self._keep(key, obj)
         self._tell(kind, obj, key)
+
+    def _keep(self, key: Key, obj: Obj) -> None:
+        self.objects[key] = obj
+        self._by_namespace.setdefault(key[0], {})[key[1]] = obj
+
+    def _forget(self, key: Key) -> Obj | None:
+        gone = self.objects.pop(key, None)
+        names = self._by_namespace.get(key[0])
+        if names is not None:
+            names.pop(key[1], None)
+            if not names:
+                del self._by_namespace[key[0]]
+        return gone
 
     def _tell(self, kind: str, obj: Obj, key: Key) -> None:
         self.signals.notify(key[0])

@@ -267,6 +267,55 @@ def render_agent(
     return objects
 
 
+def _project_common(settings: Settings, user_id: str, project_id: str) -> dict[str, Any]:
+    return {
+        "name": object_name(project_id),
+        "namespace": namespace_name(settings, user_id),
+        "labels": labels(user_id, project_id),
+        "port": settings.goose_port,
+    }
+
+
+def render_deployment(
+    settings: Settings,
+    user_id: str,
+    project_id: str,
+    replicas: int,
+    checksum: str | None = None,
+) -> dict[str, Any]:
+    """The project's Deployment alone (what a scale applies); see `render_project`."""
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        raise ManifestError(f"replicas must be a non-negative integer, not {replicas!r}")
+    common = _project_common(settings, user_id, project_id)
+    return _render(
+        "deployment.yaml.j2",
+        replicas=replicas,
+        selector=selector_labels(project_id),
+        progress_deadline=max(MIN_PROGRESS_DEADLINE, math.ceil(settings.activation_timeout)),
+        startup_failures=max(MIN_STARTUP_FAILURES, math.ceil(settings.activation_timeout)),
+        container=CONTAINER_NAME,
+        image=settings.acr_image,
+        port_name=PORT_NAME,
+        health_path=HEALTH_PATH,
+        user_id=user_id,
+        project_id=project_id,
+        command=settings.goose_command,
+        args=settings.goose_argv(),
+        agent_database=settings.agent_database_for(user_id, project_id),
+        env_secret=AGENT_SECRET_NAME,
+        checksum=checksum,
+        checksum_annotation=CHECKSUM_ANNOTATION,
+        config_map=CONFIG_MAP_NAME if settings.goose_config is not None else None,
+        config_path=CONFIG_PATH,
+        pull_secret=settings.image_pull_secret,
+        cpu_request=settings.cpu_request,
+        cpu_limit=settings.cpu_limit,
+        memory_request=settings.memory_request,
+        memory_limit=settings.memory_limit,
+        **common,
+    )
+
+
 def render_project(
     settings: Settings,
     user_id: str,
@@ -280,43 +329,10 @@ def render_project(
     applying the objects never undoes a scale. `checksum` is the agent environment's (see
     `render_agent`): a new one rolls the pod template.
     """
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
-        raise ManifestError(f"replicas must be a non-negative integer, not {replicas!r}")
     name = object_name(project_id)
-    common = {
-        "name": name,
-        "namespace": namespace_name(settings, user_id),
-        "labels": labels(user_id, project_id),
-        "port": settings.goose_port,
-    }
+    common = _project_common(settings, user_id, project_id)
     objects = [
-        _render(
-            "deployment.yaml.j2",
-            replicas=replicas,
-            selector=selector_labels(project_id),
-            progress_deadline=max(MIN_PROGRESS_DEADLINE, math.ceil(settings.activation_timeout)),
-            startup_failures=max(MIN_STARTUP_FAILURES, math.ceil(settings.activation_timeout)),
-            container=CONTAINER_NAME,
-            image=settings.acr_image,
-            port_name=PORT_NAME,
-            health_path=HEALTH_PATH,
-            user_id=user_id,
-            project_id=project_id,
-            command=settings.goose_command,
-            args=settings.goose_argv(),
-            agent_database=settings.agent_database_for(user_id, project_id),
-            env_secret=AGENT_SECRET_NAME,
-            checksum=checksum,
-            checksum_annotation=CHECKSUM_ANNOTATION,
-            config_map=CONFIG_MAP_NAME if settings.goose_config is not None else None,
-            config_path=CONFIG_PATH,
-            pull_secret=settings.image_pull_secret,
-            cpu_request=settings.cpu_request,
-            cpu_limit=settings.cpu_limit,
-            memory_request=settings.memory_request,
-            memory_limit=settings.memory_limit,
-            **common,
-        ),
+        render_deployment(settings, user_id, project_id, replicas, checksum),
         _render(
             "service.yaml.j2",
             selector=selector_labels(project_id),
