@@ -453,6 +453,7 @@ class Environments:
         labels = ((current or {}).get("metadata") or {}).get("labels") or {}
         if labels.get(manifests.LABEL_MANAGED_BY) != manifests.MANAGER:
             return False
+        self.forget(user_id)  # the next activation makes it again, whatever the cache says
         return await self.kube.delete(path, propagation="Background")
 
     # read ------------------------------------------------------------------------------
