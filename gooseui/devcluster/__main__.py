@@ -96,7 +96,14 @@ def fault(argv: list[str]) -> int:
     fail.add_argument("--retry-after", type=int, default=None)
     slow = actions.add_parser("slow-readiness", help="extra seconds before a new pod is Ready")
     slow.add_argument("seconds", type=float)
-    for name in ("unschedulable", "schedulable", "database-outage", "database-back", "clear"):
+    for name in (
+        "unschedulable",
+        "schedulable",
+        "database-outage",
+        "database-back",
+        "freeze-watches",
+        "clear",
+    ):
         actions.add_parser(name)
     actions.add_parser("show", help="the faults in force")
     actions.add_parser("audit", help="the API requests served by verb and resource, and watches")
@@ -111,6 +118,7 @@ def fault(argv: list[str]) -> int:
         "database-outage": ("POST", "agents/database-outage", {"active": True}),
         "database-back": ("POST", "agents/database-outage", {"active": False}),
         "slow-readiness": ("POST", "pods/slow-readiness", {"seconds": getattr(args, "seconds", 0)}),
+        "freeze-watches": ("POST", "faults/freeze-watches", {}),
         "clear": ("POST", "faults/clear", {}),
         "show": ("GET", "faults", {}),
         "audit": ("GET", "audit", {}),

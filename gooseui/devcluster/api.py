@@ -419,6 +419,7 @@ class ApiServer:
                 except TimeoutError:
                     if next_bookmark is None or loop.time() < next_bookmark:
                         break
+                    await self.faults.watches_flow.wait()
                     # the watch cache's revision, so a quiet watch can resume from it later
                     bookmark = {
                         "kind": target.res.kind,
@@ -430,6 +431,7 @@ class ApiServer:
                     )
                     next_bookmark = self._next_bookmark(loop.time(), deadline)
                     continue
+                await self.faults.watches_flow.wait()  # a stuck stream holds what it has
                 batch = [item]
                 while not watcher.queue.empty():
                     batch.append(watcher.queue.get_nowait())

@@ -316,6 +316,11 @@ class SimCluster:
         until `clear_faults`: a hanging, not a refusing, API server."""
         return self.faults.add_request_fault(RequestFault(path_prefix, 0, count, method, hang=True))
 
+    def freeze_watches(self) -> None:
+        """Open watches, and new ones, send nothing (no event, no bookmark) and stay open
+        until `clear_faults`: an API server or a proxy stuck in the middle of a stream."""
+        self.faults.watches_flow.clear()
+
     def agent_die_after(
         self,
         events: int,
@@ -568,6 +573,12 @@ class SimClusterThread:
         self, path_prefix: str = "/", count: int | None = None, method: str | None = None
     ) -> RequestFault:
         return self.call(self._cluster().hang_requests, path_prefix, count, method)
+
+    def freeze_watches(self) -> None:
+        self.call(self._cluster().freeze_watches)
+
+    def set_bookmark_seconds(self, seconds: float) -> None:
+        self.call(self._cluster().set_bookmark_seconds, seconds)
 
     def set_slow_readiness(self, seconds: float) -> None:
         self.call(self._cluster().set_slow_readiness, seconds)

@@ -74,6 +74,7 @@ def routes(cluster: SimCluster) -> list[web.RouteDef]:
         return {
             "requests": [_describe(f) for f in cluster.faults.requests],
             "agent_database_outage": cluster.agent_databases.outage,
+            "watches_frozen": not cluster.faults.watches_flow.is_set(),
         }
 
     def schedulable(body: dict[str, Any]) -> None:
@@ -88,6 +89,9 @@ def routes(cluster: SimCluster) -> list[web.RouteDef]:
     def clear(_: dict[str, Any]) -> None:
         cluster.clear_faults()
 
+    def freeze(_: dict[str, Any]) -> None:
+        cluster.freeze_watches()
+
     def audit(_: dict[str, Any]) -> dict[str, Any]:
         return {"audit": cluster.audit.to_json()}
 
@@ -101,6 +105,7 @@ def routes(cluster: SimCluster) -> list[web.RouteDef]:
         web.post(PREFIX + "faults/requests", action(fail)),
         web.post(PREFIX + "faults/hang", action(hang)),
         web.post(PREFIX + "faults/clear", action(clear)),
+        web.post(PREFIX + "faults/freeze-watches", action(freeze)),
         web.post(PREFIX + "nodes/schedulable", action(schedulable)),
         web.post(PREFIX + "agents/database-outage", action(outage)),
         web.post(PREFIX + "pods/slow-readiness", action(slow)),

@@ -86,6 +86,10 @@ class Faults:
     def __init__(self) -> None:
         self.requests: list[RequestFault] = []
         self.agents: list[AgentFault] = []
+        # set while watches flow; cleared, every open watch (and every new one) sends nothing
+        # at all, not even a bookmark, and stays open: an API server stuck mid-stream
+        self.watches_flow = asyncio.Event()
+        self.watches_flow.set()
 
     def add_request_fault(self, fault: RequestFault) -> RequestFault:
         self.requests.append(fault)
@@ -128,3 +132,4 @@ class Faults:
             fault.released.set()
         self.requests.clear()
         self.agents.clear()
+        self.watches_flow.set()

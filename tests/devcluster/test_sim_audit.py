@@ -122,3 +122,41 @@ async def test_no_bookmarks_unless_asked(
         assert body.strip() == b""
     finally:
         sim.call(lambda: sim.cluster.set_bookmark_seconds(60.0))
+
+
+async def test_frozen_watches_send_nothing_until_cleared(
+    sim: SimClusterThread, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+) -> None:
+    sim.call(lambda: sim.cluster.set_bookmark_seconds(0.2))
+    try:
+        response = await api.call_api(
+            f"/api/v1/namespaces/{namespace}/configmaps",
+            "GET",
+            query_params=[("watch", "true"), ("allowWatchBookmarks", "true"),
+                          ("timeoutSeconds", "30")],
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=TIMEOUT,
+        )  # fmt: skip
+        first = json.loads(await asyncio.wait_for(response.content.readline(), 5))
+        assert first["type"] == "BOOKMARK"  # flowing
+        sim.freeze_watches()
+        await asyncio.sleep(0.3)  # a bookmark written before the freeze may still be read
+        while True:
+            try:
+                json.loads(await asyncio.wait_for(response.content.readline(), 0.1))
+            except TimeoutError:
+                break
+        body = {"metadata": {"name": "during-freeze"}}
+        await core.create_namespaced_config_map(namespace, body, _request_timeout=TIMEOUT)
+        with pytest.raises(TimeoutError):  # no event, no bookmark: open and silent
+            await asyncio.wait_for(response.content.readline(), 1.0)
+        sim.clear_faults()
+        seen = []
+        while not any(e["type"] == "ADDED" for e in seen):
+            seen.append(json.loads(await asyncio.wait_for(response.content.readline(), 5)))
+        added = next(e for e in seen if e["type"] == "ADDED")
+        assert added["object"]["metadata"]["name"] == "during-freeze"
+        response.release()
+    finally:
+        sim.call(lambda: sim.cluster.set_bookmark_seconds(60.0))

@@ -149,8 +149,11 @@ def test_faults_are_injected_from_another_process(tmp_path: Path) -> None:
             started = time.monotonic()
             hung = kubectl("get", "deployments", "-A")
             assert hung.returncode != 0 and time.monotonic() - started < 15
+        fault("freeze-watches")
+        assert fault("show")["watches_frozen"] is True
         fault("clear")
         assert fault("show")["requests"] == []
+        assert fault("show")["watches_frozen"] is False
         fault("audit-reset")
         if shutil.which("kubectl"):
             assert kubectl("get", "deployments", "-A").returncode == 0
