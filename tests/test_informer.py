@@ -159,3 +159,29 @@ async def test_a_blind_cache_fails_its_waiters(
         assert time.monotonic() - started < 5
     finally:
         await informers.close()
+
+
+async def test_a_watch_stuck_mid_stream_is_noticed(
+    sim: SimClusterThread, kube: KubeClient, namespaces: list[str]
+) -> None:
+    """The connection stays open and nothing comes, not even the bookmark the API server
+    sends a minute: the cache calls itself blind instead of trusting a silent stream."""
+    sim.set_bookmark_seconds(0.2)
+    informers = Informers(kube, ["ConfigMap"], idle_seconds=1.0)
+    informers.start()
+    configs = informers["ConfigMap"]
+    ns = namespaces[0]
+    try:
+        assert await informers.wait(ns, lambda: True, 5, 5, ["ConfigMap"])
+        await asyncio.sleep(1.5)  # bookmarks keep a quiet watch alive
+        assert configs.failing_for() == 0
+        sim.freeze_watches()
+        await kube.apply(config(ns, "unseen"))
+        with pytest.raises(ClusterUnavailable, match="went silent"):
+            await informers.wait(ns, lambda: configs.get(ns, "unseen"), 10, 1.5, ["ConfigMap"])
+        sim.clear_faults()
+        assert await informers.wait(ns, lambda: configs.get(ns, "unseen"), 10, 30, ["ConfigMap"])
+        assert configs.failing_for() == 0
+    finally:
+        sim.set_bookmark_seconds(60.0)
+        await informers.close()

@@ -320,10 +320,14 @@ class KubeClient:
         label_selector: str | None = None,
         field_selector: str | None = None,
         timeout_seconds: int = 60,
+        idle_seconds: float | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Events of a watch until the server ends it; a 410 raises `KubeError(410)`.
 
         Runs on its own connection pool so that long streams never hold up plain calls.
+        With `idle_seconds`, a stream that sends nothing for that long (the API server sends
+        a bookmark a minute to a watch that asks for them) raises `ClusterUnavailable`:
+        a connection stuck mid-stream is not a quiet cluster.
         """
         api = self._require(stream=True)
         query = [
@@ -366,7 +370,18 @@ class KubeClient:
             if response.status != 200:
                 raw = await response.read()
                 raise _kube_error(response.status, _json(raw), raw)
-            async for line in response.content:
+            lines = response.content.__aiter__()
+            while True:
+                try:
+                    async with asyncio.timeout(idle_seconds):
+                        line = await lines.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise ClusterUnavailable(
+                        f"The watch of {path} at {self.info.server} went silent: nothing "
+                        f"(not even a bookmark) for {idle_seconds:g} s."
+                    ) from None
                 if not line.strip():
                     continue
                 event = json.loads(line)

@@ -12,6 +12,8 @@ a per-namespace signal until something in their namespace changes.
 - A cluster-wide list the console's credentials may not do (403: RBAC bound per namespace)
   turns the informer into per-namespace list+watches, one per namespace somebody waits on
   (`follow`), still shared by everyone in that namespace.
+- A watch silent for IDLE_SECONDS (no event and not the minutely bookmark) is taken for a
+  stuck connection, and opened again.
 - The informer never gives up: a failing API server is retried with a back-off, and
   `failing_for()` tells a waiter how long the cache has been blind, so it can fail with
   `ClusterUnavailable` instead of waiting on a cache that no longer moves.
@@ -39,6 +41,8 @@ T = TypeVar("T")
 WATCH_SECONDS = (240, 300)  # each watch asks to be ended within this (spread, like client-go)
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0)
 QUIET_SECONDS = 1.0  # a watch the server ends at once is not opened again before this
+# the API server's watch cache sends a bookmark a minute; a watch silent for longer is stuck
+IDLE_SECONDS = 90.0
 
 
 class Signals:
@@ -91,8 +95,10 @@ class Informer:
         kind: str,
         signals: Signals,
         label_selector: str = manifests.MANAGED_SELECTOR,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         self.kube = kube
+        self.idle_seconds = idle_seconds
         self.kind = kind
         self.signals = signals
         self.label_selector = label_selector
@@ -192,8 +198,11 @@ class Informer:
                     resource_version=version,
                     timeout_seconds=random.randint(*WATCH_SECONDS),
                     label_selector=self.label_selector,
+                    idle_seconds=self.idle_seconds,
                 ):
                     seen += 1
+                    if self._failing_since is not None:
+                        self._recovered()  # the stream answers again
                     obj = event.get("object") or {}
                     version = (obj.get("metadata") or {}).get("resourceVersion") or version
                     if event.get("type") != "BOOKMARK":
@@ -306,9 +315,13 @@ class Informer:
 class Informers:
     """The informers of the kinds the console manages, and the signals they share."""
 
-    def __init__(self, kube: KubeClient, kinds: list[str]) -> None:
+    def __init__(
+        self, kube: KubeClient, kinds: list[str], idle_seconds: float = IDLE_SECONDS
+    ) -> None:
         self.signals = Signals()
-        self.by_kind = {kind: Informer(kube, kind, self.signals) for kind in kinds}
+        self.by_kind = {
+            kind: Informer(kube, kind, self.signals, idle_seconds=idle_seconds) for kind in kinds
+        }
 
     def __getitem__(self, kind: str) -> Informer:
         return self.by_kind[kind]
