@@ -274,15 +274,29 @@ async def _converge(
         )
         await lifecycle.repair(Project.from_document(doc), why)
         report.fixed.append(f"{label}: image edited -> applied again")
-    elif action == "scaled":
-        await envs.scale(uid, pid, 1)
-        log(logger, "reconcile.scaled_down", user_id=uid, project_id=pid, replicas=running)
-        report.fixed.append(f"{label}: active with {running} replicas -> scaled to 1")
-    elif action == "running":
-        # e.g. the scale-down of a failed activation was refused: its pod must not run on
-        await envs.scale(uid, pid, 0)
-        log(logger, "reconcile.scaled_down", user_id=uid, project_id=pid, replicas=running)
-        report.fixed.append(f"{label}: {status} but ran {running} replica(s) -> scaled to 0")
+    elif action in ("scaled", "running"):
+        # a scale is no transition, but it must not cross one: the pass holds the project's
+        # lease meanwhile (an activation another replica starts now waits for it), under a
+        # holder of its own so that this replica's own activations wait too
+        guard = f"{lifecycle.replica}/reconciler"
+        if not await store.compare_and_set(uid, pid, [status], {}, holder=guard, lease="take"):
+            return
+        try:
+            if lifecycle.running(uid, pid):
+                return
+            if action == "scaled":
+                await envs.scale(uid, pid, 1)
+                report.fixed.append(f"{label}: active with {running} replicas -> scaled to 1")
+            else:
+                # e.g. the scale-down of a failed activation was refused: its pod must not
+                # run on
+                await envs.scale(uid, pid, 0)
+                report.fixed.append(
+                    f"{label}: {status} but ran {running} replica(s) -> scaled to 0"
+                )
+            log(logger, "reconcile.scaled_down", user_id=uid, project_id=pid, replicas=running)
+        finally:
+            await store.compare_and_set(uid, pid, [status], {}, holder=guard, lease="release")
 
 
 class Reconciler:

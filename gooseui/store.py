@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from secrets import token_hex
 from typing import Any, Literal
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReadPreference, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
@@ -114,6 +114,8 @@ class ProjectStore:
     def __init__(self, client: AsyncMongoClient[Document], database: str, collection: str) -> None:
         self._client = client
         self._collection: AsyncCollection[Document] = client[database][collection]
+        # a write's read-back must see the write: whatever read preference the URI sets
+        self._primary = self._collection.with_options(read_preference=ReadPreference.PRIMARY)
         self._indexes_ready = False
         self._lock = asyncio.Lock()
 
@@ -281,13 +283,16 @@ class ProjectStore:
                 update |= {"lease_holder": None, "lease_expires": None}
         async with self._guard("compare_and_set"):
             # an update and a read rather than findAndModify: as atomic a check, and on
-            # SecantusDB five times cheaper
+            # SecantusDB five times cheaper. The read may show a later write on top of this
+            # one (it is still this one's success); from the primary, never a secondary.
+            matched = False
             for query in queries:
                 if (await self._collection.update_one(query, {"$set": update})).matched_count:
+                    matched = True
                     break
-            doc = await self._collection.find_one(key)
-        if doc is not None and doc.get("last_write") != mark:
-            doc = None
+            doc = await self._primary.find_one(key)
+        if not matched and doc is not None and doc.get("last_write") != mark:
+            doc = None  # not this write (a retried one that had landed carries its mark)
         self._logged(
             "compare_and_set",
             started,

@@ -185,3 +185,36 @@ async def test_a_watch_stuck_mid_stream_is_noticed(
     finally:
         sim.set_bookmark_seconds(60.0)
         await informers.close()
+
+
+async def test_a_change_before_every_kind_covers_does_not_stall_the_loop(
+    sim: SimClusterThread, kube: KubeClient, namespaces: list[str]
+) -> None:
+    """One kind has listed, the other not yet (its list fails twice), and a change arrives
+    meanwhile: the waiter must sleep, not spin, so the other kind's list can run."""
+    ns = namespaces[0]
+    sim.fail_requests("/api/v1/secrets", 503, count=2)
+    informers = Informers(kube, ["ConfigMap", "Secret"])
+    configs = informers["ConfigMap"]
+    worst = 0.0
+
+    async def probe() -> None:
+        nonlocal worst
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.02)
+            worst = max(worst, loop.time() - before - 0.02)
+
+    watchdog = asyncio.create_task(probe())
+    informers.start()
+    try:
+        waiting = asyncio.create_task(
+            informers.wait(ns, lambda: configs.get(ns, "c"), 15, 15, ["ConfigMap", "Secret"])
+        )
+        await kube.apply(config(ns, "c"))
+        assert await asyncio.wait_for(waiting, 15)
+        assert worst < 0.5, worst
+    finally:
+        watchdog.cancel()
+        await informers.close()

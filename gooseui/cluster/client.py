@@ -17,7 +17,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,13 +321,15 @@ class KubeClient:
         field_selector: str | None = None,
         timeout_seconds: int = 60,
         idle_seconds: float | None = None,
+        on_open: Callable[[], None] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Events of a watch until the server ends it; a 410 raises `KubeError(410)`.
 
         Runs on its own connection pool so that long streams never hold up plain calls.
         With `idle_seconds`, a stream that sends nothing for that long (the API server sends
         a bookmark a minute to a watch that asks for them) raises `ClusterUnavailable`:
-        a connection stuck mid-stream is not a quiet cluster.
+        a connection stuck mid-stream is not a quiet cluster. `on_open` is called once the
+        API server has answered 200.
         """
         api = self._require(stream=True)
         query = [
@@ -370,6 +372,8 @@ class KubeClient:
             if response.status != 200:
                 raw = await response.read()
                 raise _kube_error(response.status, _json(raw), raw)
+            if on_open is not None:
+                on_open()
             lines = response.content.__aiter__()
             while True:
                 try:

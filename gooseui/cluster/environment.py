@@ -36,6 +36,10 @@ ProgressCallback = Callable[[Verdict], Awaitable[None]]
 WATCH_SECONDS = 50
 WATCH_RETRIES = 3
 SYNC_SECONDS = 5.0  # how long a reader waits for a cache's first list before asking the API
+# the namespace's guard rails and the agent's copies are applied again after this long even
+# if nothing failed: one deleted behind the console's back (a NetworkPolicy, say) causes no
+# failure that would say so
+APPLIED_SECONDS = 300.0
 
 
 class _Follower:
@@ -124,9 +128,12 @@ class Environments:
         if route is not None:
             kinds.append(route)
         self.informers = Informers(kube, kinds)
-        # namespace -> (its uid, digest of what was applied in it): the apply is not repeated
-        self._applied: dict[tuple[str, str], tuple[str, str]] = {}
-        self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # (namespace, what) -> (its uid, digest of what was applied in it, when): the apply
+        # is not repeated for APPLIED_SECONDS
+        self._applied: dict[tuple[str, str], tuple[str, str, float]] = {}
+        self._inflight: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        # (kind, namespace, name) -> digest of this process's last apply of a Service/route
+        self._applied_spec: dict[tuple[str, str, str], str] = {}
         # (namespace, name) -> the generation of this process's last apply of a Deployment
         self._applied_generation: dict[tuple[str, str], int] = {}
 
@@ -145,6 +152,8 @@ class Environments:
         namespace = self.namespace(user_id)
         for key in [key for key in self._applied if key[0] == namespace]:
             del self._applied[key]
+        for spec in [spec for spec in self._applied_spec if spec[1] == namespace]:
+            del self._applied_spec[spec]
 
     # apply -----------------------------------------------------------------------------
 
@@ -190,23 +199,28 @@ class Environments:
         key = (namespace, what)
         digest = _digest(objects)
         uid = self._namespace_uid(namespace)
-        if uid is not None and self._applied.get(key) == (uid, digest):
+        applied = self._applied.get(key)
+        if (
+            uid is not None
+            and applied is not None
+            and applied[:2] == (uid, digest)
+            and time.monotonic() - applied[2] < APPLIED_SECONDS
+        ):
             if asyncio.iscoroutine(work):
                 work.close()
             return
-        task = self._inflight.get(key)
+        flight = (namespace, what, digest)  # a newer agent environment does not share a run
+        task = self._inflight.get(flight)
         if task is None:
 
             async def run() -> None:
                 await work
-                applied = self._namespace_uid(namespace) or await self._read_namespace_uid(
-                    namespace
-                )
-                if applied is not None:
-                    self._applied[key] = (applied, digest)
+                made = self._namespace_uid(namespace) or await self._read_namespace_uid(namespace)
+                if made is not None:
+                    self._applied[key] = (made, digest, time.monotonic())
 
-            task = self._inflight[key] = asyncio.create_task(run())
-            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+            task = self._inflight[flight] = asyncio.create_task(run())
+            task.add_done_callback(lambda _: self._inflight.pop(flight, None))
         elif asyncio.iscoroutine(work):
             work.close()
         await asyncio.shield(task)
@@ -241,11 +255,21 @@ class Environments:
         ] = generation_of(applied)
         for obj in objects[1:]:
             informer = self.informers.by_kind.get(obj["kind"])
-            namespace = obj["metadata"]["namespace"]
-            if informer is not None and informer.covers(namespace):
-                if _holds(informer.get(namespace, obj["metadata"]["name"]), obj):
-                    continue
+            namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+            spec_key = (obj["kind"], namespace, name)
+            digest = _digest([obj])
+            if (
+                informer is not None
+                and informer.covers(namespace)
+                and not informer.failing_for(namespace)
+                # this process applied exactly this (a field dropped from the template
+                # would not show in `_holds`), and the cluster's copy still holds it
+                and self._applied_spec.get(spec_key) == digest
+                and _holds(informer.get(namespace, name), obj)
+            ):
+                continue
             await self.kube.apply(obj)
+            self._applied_spec[spec_key] = digest
         return generation
 
     async def scale(self, user_id: str, project_id: str, replicas: int) -> None:

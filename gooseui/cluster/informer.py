@@ -107,8 +107,8 @@ class Informer:
         self._by_namespace: dict[str, dict[str, Obj]] = {}  # the same objects, for `select`
         self.scoped = False  # True: per-namespace watches (a cluster-wide list was forbidden)
         self.synced = asyncio.Event()  # the cluster-wide list arrived (or scoping was decided)
-        self.error: str | None = None
-        self._failing_since: float | None = None
+        # per list+watch loop (None: the cluster-wide one): since when it fails, and why
+        self._failing: dict[str | None, tuple[float, str]] = {}
         self._tasks: dict[str | None, asyncio.Task[None]] = {}
         self._covered: dict[str, asyncio.Event] = {}
         self._listeners: list[Callable[[str, Obj], None]] = []
@@ -150,11 +150,24 @@ class Informer:
     def items(self) -> Iterator[Obj]:
         return iter(list(self.objects.values()))
 
-    def failing_for(self) -> float:
-        """Seconds the cache has been unable to follow the cluster (0 while it follows)."""
-        if self._failing_since is None:
-            return 0.0
-        return time.monotonic() - self._failing_since
+    def failing_for(self, namespace: str | None = None) -> float:
+        """Seconds the cache has been unable to follow the cluster (0 while it follows):
+        for `namespace` (its own watch, or the cluster-wide one), else for any."""
+        scopes = [None, namespace] if namespace is not None else list(self._failing)
+        since = [self._failing[scope][0] for scope in scopes if scope in self._failing]
+        return time.monotonic() - min(since) if since else 0.0
+
+    def error_for(self, namespace: str | None = None) -> str | None:
+        """What the failing watch that covers `namespace` (None: any) last heard."""
+        scopes = [None, namespace] if namespace is not None else list(self._failing)
+        for scope in scopes:
+            if scope in self._failing:
+                return self._failing[scope][1]
+        return None
+
+    @property
+    def error(self) -> str | None:
+        return self.error_for()
 
     def on_change(self, listener: Callable[[str, Obj], None]) -> None:
         """Call `listener(type, obj)` for every change the watch reports (after the cache)."""
@@ -199,16 +212,17 @@ class Informer:
                     timeout_seconds=random.randint(*WATCH_SECONDS),
                     label_selector=self.label_selector,
                     idle_seconds=self.idle_seconds,
+                    # following again once the API server answers, not at the first event
+                    # (a quiet kind may send none for a minute)
+                    on_open=lambda: self._recovered(namespace),
                 ):
                     seen += 1
-                    if self._failing_since is not None:
-                        self._recovered()  # the stream answers again
                     obj = event.get("object") or {}
                     version = (obj.get("metadata") or {}).get("resourceVersion") or version
                     if event.get("type") != "BOOKMARK":
                         self._apply(str(event.get("type")), obj)
                 failures = 0
-                self._recovered()
+                self._recovered(namespace)
                 if not seen and time.monotonic() - opened < QUIET_SECONDS:
                     await asyncio.sleep(QUIET_SECONDS)  # a proxy that ends watches at once
             except asyncio.CancelledError:
@@ -217,12 +231,14 @@ class Informer:
                 if exc.status == 410:
                     version = None  # the revision is compacted away: list again
                     continue
-                failures = await self._failed(exc, failures, f"{exc.status} {exc.message}")
+                detail = f"{exc.status} {exc.message}"
+                failures = await self._failed(namespace, failures, detail)
             except ClusterUnavailable as exc:
-                failures = await self._failed(exc, failures, exc.detail)
+                failures = await self._failed(namespace, failures, exc.detail)
             except Exception as exc:  # a bug must not stop the cache for good
                 logger.exception("informer %s failed", self.kind)
-                failures = await self._failed(exc, failures, f"{type(exc).__name__}: {exc}")
+                detail = f"{type(exc).__name__}: {exc}"
+                failures = await self._failed(namespace, failures, detail)
 
     async def _list(self, path: str, namespace: str | None) -> str | None:
         try:
@@ -251,9 +267,13 @@ class Informer:
                 if gone is not None:
                     self._tell("DELETED", gone, key)
         for key, item in fresh.items():
+            before = self.objects.get(key)
             self._keep(key, item)
-            self._tell("MODIFIED", item, key)
-        self._recovered()
+            if before is None:
+                self._tell("ADDED", item, key)
+            elif _version(before) != _version(item):  # unchanged ones are nobody's news
+                self._tell("MODIFIED", item, key)
+        self._recovered(namespace)
         if namespace is None:
             self.synced.set()
             self.signals.notify_all()
@@ -296,20 +316,31 @@ class Informer:
         name = str(meta.get("name"))
         return (name, name) if self.cluster_scoped else (str(meta.get("namespace")), name)
 
-    def _recovered(self) -> None:
-        if self._failing_since is not None:
-            log(logger, "informer.recovered", kind=self.kind)
-        self._failing_since = None
-        self.error = None
+    def _recovered(self, scope: str | None) -> None:
+        if self._failing.pop(scope, None) is not None:
+            log(logger, "informer.recovered", kind=self.kind, namespace=scope)
 
-    async def _failed(self, exc: BaseException, failures: int, detail: str) -> int:
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-        self.error = detail
-        log(logger, "informer.failed", logging.WARNING, kind=self.kind, error=detail)
-        self.signals.notify_all()  # waiters look at failing_for()
+    async def _failed(self, scope: str | None, failures: int, detail: str) -> int:
+        since = self._failing.get(scope, (time.monotonic(), ""))[0]
+        self._failing[scope] = (since, detail)
+        log(
+            logger,
+            "informer.failed",
+            logging.WARNING,
+            kind=self.kind,
+            namespace=scope,
+            error=detail,
+        )
+        if scope is None:  # waiters look at failing_for()
+            self.signals.notify_all()
+        else:
+            self.signals.notify(scope)
         await asyncio.sleep(BACKOFF[min(failures, len(BACKOFF) - 1)])
         return failures + 1
+
+
+def _version(obj: Obj) -> str | None:
+    return (obj.get("metadata") or {}).get("resourceVersion")
 
 
 class Informers:
@@ -399,31 +430,36 @@ class Waiter:
         been blind for `blind_limit` s."""
         loop = asyncio.get_running_loop()
         deadline = None if within is None else loop.time() + within
+        # a change seen is kept pending here and the event cleared at once: an event left
+        # set while a kind does not yet cover the namespace would make the wait below
+        # return without yielding, and the loop would spin
+        pending = self._first
         while True:
+            pending = pending or self._event.is_set()
+            self._event.clear()
             for informer in self.kinds:
                 informer.follow(self.namespace)
-            blind = max(self.kinds, key=lambda i: i.failing_for())
-            if blind.failing_for() >= self.blind_limit:
+            blind = max(self.kinds, key=lambda i: i.failing_for(self.namespace))
+            blind_for = blind.failing_for(self.namespace)
+            if blind_for >= self.blind_limit:
                 raise ClusterUnavailable(
                     f"The console lost its watch of the cluster's {blind.kind}s "
-                    f"{blind.failing_for():.0f} s ago ({blind.error})."
+                    f"{blind_for:.0f} s ago ({blind.error_for(self.namespace)})."
                 )
+            timed_out = deadline is not None and loop.time() >= deadline
             if all(informer.covers(self.namespace) for informer in self.kinds):
-                if self._first or self._event.is_set():
+                if pending or timed_out:
                     self._first = False
-                    self._event.clear()
                     return
-                if deadline is not None and loop.time() >= deadline:
-                    return
+            elif timed_out:
+                self._first = False
+                return
             waits = []
             if deadline is not None:
                 waits.append(deadline - loop.time())
-            if blind.failing_for() > 0:
-                waits.append(self.blind_limit - blind.failing_for() + 0.05)
+            if blind_for > 0:
+                waits.append(self.blind_limit - blind_for + 0.05)
             try:
                 await asyncio.wait_for(self._event.wait(), max(0.0, min(waits)) if waits else None)
             except TimeoutError:
-                if deadline is not None and loop.time() >= deadline:
-                    self._first = False
-                    self._event.clear()
-                    return
+                pass
