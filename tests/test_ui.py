@@ -11,6 +11,7 @@ from nicegui import app
 from nicegui.testing import User
 
 from gooseui.devcluster import SimClusterThread
+from tests.test_markdown import tags
 
 
 def service():
@@ -177,3 +178,27 @@ async def test_open_routes_are_flagged_in_the_header(open_routes: None, user: Us
     await user.open("/")
     await user.should_see(marker="warning")
     await user.should_see("Routes are open")
+
+
+async def test_a_markdown_reply_renders_without_the_agents_html(
+    user: User, sim: SimClusterThread
+) -> None:
+    """The simulated agent answers 'markdown' with a heading, code, a table, raw HTML and an
+    image, as models do: the page shows the structure, the HTML as text, the image as a link."""
+    await user.open("/")
+    pid = await create_via_ui(user, "Rich")
+    user.find(marker=f"activate-{pid}").click()
+    await wait_status("alice", pid, "active")
+    user.find(marker=f"chat-{pid}").click()
+    await user.should_see(marker="message", retries=20)
+    user.find(marker="message").type("markdown please")
+    user.find(marker="send").click()
+    await user.should_see("a chart", retries=200)
+    reply = user.find(marker="reply").elements.pop()
+    markup = reply.props["innerHTML"]
+    assert "<table>" in markup and "<h2>" in markup and "codehilite" in markup
+    assert "&lt;img" in markup  # the model's raw HTML, as text
+    elements = tags(markup)
+    assert "img" not in {name for name, _ in elements}
+    assert not [key for _, attrs in elements for key in attrs if key.startswith("on")]
+    assert 'href="https://example.invalid/chart.png"' in markup

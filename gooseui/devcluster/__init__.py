@@ -122,7 +122,9 @@ its MongoDB does not answer, keeps sessions and messages in ``MONGODB_URL`` /
 ``MONGODB_DATABASE`` (so they outlive pods and are shared by agents of one database),
 answers an unknown session with 200 and one ``error`` event, and logs its secrets as the
 real one does. Its replies stream at least 10 deltas ``delta_delay`` apart, a tool call
-when the message mentions "tool", an ``error`` then ``complete`` on "simulate-error".
+when the message mentions "tool", an ``error`` then ``complete`` on "simulate-error", and
+rich Markdown (a heading, a list, fenced code, a table, a line of raw HTML and an image, as
+models write) when it mentions "markdown".
 
 Standalone: ``python -m gooseui.devcluster --port P --data-dir D [--proxy-source S]``
 prints the URL and kubeconfig path and serves until interrupted.

@@ -886,10 +886,37 @@ class AgentLog:
 # ---------------------------------------------------------------------------- the model
 
 
+# What a model writes when asked for structure: the chat's rendering (and its sanitising of
+# the raw HTML and the image a model may emit) can be seen in a demo and tested
+RICH_REPLY = """## Plan for {project}
+
+1. Read the repository
+2. Write the tests first
+3. Make them pass
+
+```python
+def greet(name: str) -> str:
+    return f"<b>{{name}}</b>"
+```
+
+| step | status |
+|------|--------|
+| tests | done |
+| code | in progress |
+
+<img src="https://example.invalid/pixel.png" onerror="alert(1)"> raw HTML, as models emit it
+
+![a chart](https://example.invalid/chart.png)
+"""
+
+
 def _reply_words(message: str, env: dict[str, str], settings: AgentSettings) -> list[str]:
     """The deterministic reply, as the deltas a streaming provider would send."""
     if settings.reply_deltas is not None:
         return [f"w{i} " for i in range(settings.reply_deltas)]
+    if "markdown" in message.lower():
+        text = RICH_REPLY.format(project=env.get("PROJECT_ID", "?"))
+        return [line + "\n" for line in text.split("\n")]
     quoted = message.strip().replace("\n", " ")
     if len(quoted) > 80:
         quoted = quoted[:77] + "..."

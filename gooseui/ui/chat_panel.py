@@ -20,6 +20,7 @@ from gooseui.errors import GooseUIError
 from gooseui.logs import bind_request_id, log
 from gooseui.models import Project, Status
 from gooseui.service import ProjectService
+from gooseui.ui.markdown import AgentMarkdown
 from gooseui.ui.projects import notify_error
 
 # Seconds between Markdown renders of a streaming reply: at most ten a second. The variable
@@ -113,7 +114,7 @@ class ChatPanel:
                 return ui.label(content).classes(
                     "bg-blue-50 rounded px-3 py-2 whitespace-pre-wrap max-w-[80%]"
                 )
-        return ui.markdown(content).classes("w-full")
+        return AgentMarkdown(content).classes("w-full")
 
     async def new_conversation(self) -> None:
         bind_request_id()  # one id per operator action, on every log line
@@ -162,7 +163,7 @@ class ChatPanel:
         started = time.perf_counter()
         tools: dict[str, ui.column] = {}
         with self.messages:
-            answer = ui.markdown("").classes("w-full").mark("reply")
+            answer = AgentMarkdown("").classes("w-full").mark("reply")
             timer = ui.timer(RENDER_INTERVAL, lambda: flush()) if RENDER_INTERVAL else None
         self.stop_button.set_visibility(True)
         self.send_button.set_enabled(False)
