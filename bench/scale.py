@@ -190,37 +190,24 @@ def run_side(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     users = [f"{label[0]}{i:03d}" for i in range(args.users)]
+    log = data / f"{label}.log"
     try:
-        return _run_side(label, python, sim, data, agents, consoles, args, users)
-    except SystemExit:
-        log = data / f"{label}.log"
+        with console_process(
+            data / label,
+            log=log,
+            python=str(python),
+            cwd=python.parent.parent.parent,
+            KUBECONFIG=str(sim.kubeconfig_path),
+            NAMESPACE_PREFIX=f"{label}-",
+            GOOSEUI_USERS=",".join(f"{u}:User {u}" for u in users),
+            GOOSEUI_GOOSE_ENV_FILE=str(agent_env(data / f"{label}.env", agents)),
+            MONGO_URI=consoles,
+            MONGO_DB=f"scale_{label}",
+        ) as (base, process):
+            return asyncio.run(_side(base, process.pid, sim, users, args))
+    except SystemExit:  # it did not start: say why
         tail = log.read_text().splitlines()[-15:] if log.exists() else []
         raise SystemExit(f"the {label} console did not start:\n" + "\n".join(tail)) from None
-
-
-def _run_side(
-    label: str,
-    python: Path,
-    sim: Simulator,
-    data: Path,
-    agents: str,
-    consoles: str,
-    args: argparse.Namespace,
-    users: list[str],
-) -> dict[str, Any]:
-    with console_process(
-        data / label,
-        log=data / f"{label}.log",
-        python=str(python),
-        cwd=python.parent.parent.parent,
-        KUBECONFIG=str(sim.kubeconfig_path),
-        NAMESPACE_PREFIX=f"{label}-",
-        GOOSEUI_USERS=",".join(f"{u}:User {u}" for u in users),
-        GOOSEUI_GOOSE_ENV_FILE=str(agent_env(data / f"{label}.env", agents)),
-        MONGO_URI=consoles,
-        MONGO_DB=f"scale_{label}",
-    ) as (base, process):
-        return asyncio.run(_side(base, process.pid, sim, users, args))
 
 
 def main() -> None:

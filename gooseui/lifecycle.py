@@ -195,15 +195,28 @@ class Lifecycle:
         target: Status,
         changes: dict[str, Any] | None = None,
     ) -> Project:
-        doc = await self.store.compare_and_set(
-            project.user_id,
-            project.project_id,
-            allowed,
-            {"status": str(target), **(changes or {})},
-            holder=self.replica,
-            # a transition is owned while it runs; a settled status is owned by nobody
-            lease="take" if target.in_transition else "free",
-        )
+        """The compare-and-set of a transition. The project counts as worked on (`running`)
+        while the write is under way: between the write and the task's start a pass would
+        otherwise see a transition with no task, and start a second one."""
+        key = (project.user_id, project.project_id)
+        if key in self._claimed:
+            raise Conflict(
+                f"Project {project.name!r} is being changed; wait until it settles.",
+                code="InTransition",
+            )
+        self._claimed.add(key)
+        try:
+            doc = await self.store.compare_and_set(
+                project.user_id,
+                project.project_id,
+                allowed,
+                {"status": str(target), **(changes or {})},
+                holder=self.replica,
+                # a transition is owned while it runs; a settled status is owned by nobody
+                lease="take" if target.in_transition else "free",
+            )
+        finally:
+            self._claimed.discard(key)
         if doc is None:
             current = await self.store.get(project.user_id, project.project_id)
             status = current["status"] if current else "deleted"
@@ -261,27 +274,6 @@ class Lifecycle:
         key = (user_id, project_id)
         return key in self._tasks or key in self._claimed
 
-    async def _claim(
-        self,
-        project: Project,
-        allowed: list[Status],
-        target: Status,
-        changes: dict[str, Any] | None = None,
-    ) -> Project:
-        """`_transition`, with the project marked as worked on while its write is under way:
-        between the write and the task's start a pass would see a transition with no task."""
-        key = (project.user_id, project.project_id)
-        if key in self._claimed:
-            raise Conflict(
-                f"Project {project.name!r} is being changed; wait until it settles.",
-                code="InTransition",
-            )
-        self._claimed.add(key)
-        try:
-            return await self._transition(project, allowed, target, changes)
-        finally:
-            self._claimed.discard(key)
-
     def _stale(self, project: Project) -> list[Status]:
         """A transitional status no task of this process is working on: it may be taken over.
 
@@ -306,7 +298,7 @@ class Lifecycle:
             return project
         self._busy(project)
         self._envs()
-        started = await self._claim(
+        started = await self._transition(
             project,
             [Status.INACTIVE, Status.FAILED, *self._stale(project)],
             Status.ACTIVATING,
@@ -328,7 +320,7 @@ class Lifecycle:
         The activation's steps are idempotent: what exists is left, what is missing or
         changed is applied again, and the project is `active` once the agent answers.
         """
-        started = await self._claim(
+        started = await self._transition(
             project,
             [Status.ACTIVE],
             Status.ACTIVATING,
@@ -611,7 +603,7 @@ class Lifecycle:
             self.publish(doc, Status.INACTIVE, "stopped", "Failure cleared")
             return doc
         self._envs()
-        started = await self._claim(
+        started = await self._transition(
             project,
             [Status.ACTIVE, Status.FAILED, *self._stale(project)],
             Status.DEACTIVATING,
@@ -669,7 +661,7 @@ class Lifecycle:
         touched = bool(doc.get("cluster_objects"))
         if touched:
             self._envs()
-        started = await self._claim(
+        started = await self._transition(
             project,
             [Status.INACTIVE, Status.ACTIVE, Status.FAILED, *self._stale(project)],
             Status.DELETING,

@@ -86,31 +86,13 @@ async def reconcile(
         # the cache as it is now, not as it was when the pass began: a project activated
         # meanwhile has a record that says active and a Deployment the snapshot lacks
         current = live.get(*key) if live is not None else deployments.get(key)
-        try:
-            await _converge(store, envs, lifecycle, doc, current, report)
-        except Conflict:
-            pass  # another replica holds the work on it, or it changed meanwhile
-        except Exception as exc:  # one project's trouble is not the pass's
-            log(
-                logger,
-                "reconcile.repair_failed",
-                logging.WARNING,
-                user_id=uid,
-                project_id=pid,
-                error=getattr(exc, "detail", None) or str(exc),
-            )
+        await _converge_one(store, envs, lifecycle, doc, current, report)
     for key in deployments.keys() - known:
         report.orphans.append(f"{key[0]}/{key[1]}")
     seen = reported if reported is not None else set()
     for line in report.orphans:
         if line not in seen:
-            log(
-                logger,
-                "reconcile.orphan",
-                logging.WARNING,
-                deployment=line,
-                note="no project record; left untouched",
-            )
+            _log_orphan(line)
     seen.update(report.orphans)
     if reported is None or report.fixed:
         log(logger, "reconcile.done", summary=report.summary())
@@ -142,30 +124,12 @@ async def reconcile_projects(
         if doc is None:
             if deployment is not None and line not in report.orphans:
                 report.orphans.append(line)
-                log(
-                    logger,
-                    "reconcile.orphan",
-                    logging.WARNING,
-                    deployment=line,
-                    note="no project record; left untouched",
-                )
+                _log_orphan(line)
             elif deployment is None and line in report.orphans:
                 report.orphans.remove(line)
             continue
         fixed = len(report.fixed)
-        try:
-            await _converge(store, envs, lifecycle, doc, deployment, report)
-        except Conflict:
-            pass
-        except Exception as exc:
-            log(
-                logger,
-                "reconcile.repair_failed",
-                logging.WARNING,
-                user_id=uid,
-                project_id=pid,
-                error=getattr(exc, "detail", None) or str(exc),
-            )
+        await _converge_one(store, envs, lifecycle, doc, deployment, report)
         for entry in report.fixed[fixed:]:
             log(logger, "reconcile.drift", user_id=uid, project_id=pid, fixed=entry)
         del report.fixed[: max(0, len(report.fixed) - MAX_FIXED)]
@@ -175,6 +139,40 @@ def _image(deployment: dict[str, Any] | None) -> str | None:
     containers = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
     first = (containers.get("containers") or [{}])[0]
     return first.get("image")
+
+
+def _log_orphan(line: str) -> None:
+    log(
+        logger,
+        "reconcile.orphan",
+        logging.WARNING,
+        deployment=line,
+        note="no project record; left untouched",
+    )
+
+
+async def _converge_one(
+    store: ProjectStore,
+    envs: Environments,
+    lifecycle: Lifecycle,
+    doc: dict[str, Any],
+    deployment: dict[str, Any] | None,
+    report: Report,
+) -> None:
+    """`_converge`, where one project's trouble is not the pass's."""
+    try:
+        await _converge(store, envs, lifecycle, doc, deployment, report)
+    except Conflict:
+        pass  # another replica holds the work on it, or it changed meanwhile
+    except Exception as exc:
+        log(
+            logger,
+            "reconcile.repair_failed",
+            logging.WARNING,
+            user_id=doc["user_id"],
+            project_id=doc["project_id"],
+            error=getattr(exc, "detail", None) or str(exc),
+        )
 
 
 def _action(doc: dict[str, Any], deployment: dict[str, Any] | None, replica: str) -> str | None:

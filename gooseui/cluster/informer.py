@@ -51,34 +51,23 @@ class Signals:
 
     def __init__(self) -> None:
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        self._all: set[asyncio.Event] = set()
 
     def notify(self, namespace: str) -> None:
         for event in self._waiters.get(namespace, ()):
-            event.set()
-        for event in self._all:
             event.set()
 
     def notify_all(self) -> None:
         for events in self._waiters.values():
             for event in events:
                 event.set()
-        for event in self._all:
-            event.set()
 
-    def subscribe(self, namespace: str | None) -> asyncio.Event:
-        """An event set on every change in `namespace` (None: in any namespace)."""
+    def subscribe(self, namespace: str) -> asyncio.Event:
+        """An event set on every change in `namespace`."""
         event = asyncio.Event()
-        if namespace is None:
-            self._all.add(event)
-        else:
-            self._waiters.setdefault(namespace, set()).add(event)
+        self._waiters.setdefault(namespace, set()).add(event)
         return event
 
-    def unsubscribe(self, namespace: str | None, event: asyncio.Event) -> None:
-        if namespace is None:
-            self._all.discard(event)
-            return
+    def unsubscribe(self, namespace: str, event: asyncio.Event) -> None:
         events = self._waiters.get(namespace)
         if events is not None:
             events.discard(event)
@@ -357,9 +346,6 @@ class Informers:
     def __getitem__(self, kind: str) -> Informer:
         return self.by_kind[kind]
 
-    def __contains__(self, kind: str) -> bool:
-        return kind in self.by_kind
-
     def start(self) -> None:
         for informer in self.by_kind.values():
             informer.start()
@@ -370,11 +356,6 @@ class Informers:
     @property
     def watches(self) -> int:
         return sum(i.watches for i in self.by_kind.values())
-
-    def failing(self) -> tuple[float, str | None]:
-        """The longest any informer has been blind, and what it last heard."""
-        worst = max(self.by_kind.values(), key=lambda i: i.failing_for())
-        return worst.failing_for(), worst.error
 
     def waiter(self, namespace: str, kinds: list[str], blind_limit: float) -> Waiter:
         """A `Waiter` on `namespace`; use it as `async with` (it unsubscribes on exit)."""

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +16,26 @@ from kubernetes_asyncio import client
 
 from gooseui.devcluster import SimClusterThread
 from tests.devcluster.conftest import TIMEOUT
+
+
+async def open_watch(api: client.ApiClient, namespace: str, **query: str) -> Any:
+    """A raw watch of `namespace`'s ConfigMaps (the response, unread)."""
+    return await api.call_api(
+        f"/api/v1/namespaces/{namespace}/configmaps",
+        "GET",
+        query_params=[("watch", "true"), *query.items()],
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+        _request_timeout=TIMEOUT,
+    )
+
+
+@pytest.fixture
+def fast_bookmarks(sim: SimClusterThread) -> Iterator[None]:
+    """Bookmarks every 0.2 s for the test (the API server's 60 s afterwards)."""
+    sim.set_bookmark_seconds(0.2)
+    yield
+    sim.set_bookmark_seconds(60.0)
 
 
 def calls(audit: dict[str, Any]) -> dict[tuple[str, str, bool], int]:
@@ -65,25 +86,18 @@ def test_kubectl_is_counted_too(sim: SimClusterThread, kubectl_env: dict[str, st
 async def test_watches_are_a_gauge_and_get_bookmarks(
     sim: SimClusterThread, api: client.ApiClient, core: client.CoreV1Api, namespace: str
 ) -> None:
-    sim.call(lambda: sim.cluster.set_bookmark_seconds(0.3))
+    sim.set_bookmark_seconds(0.3)
     try:
         sim.audit(reset=True)
         listing = await core.list_namespaced_config_map(namespace, _request_timeout=TIMEOUT)
         version = int(listing.metadata.resource_version)
-        query = [
-            ("watch", "true"),
-            ("allowWatchBookmarks", "true"),
-            ("resourceVersion", str(version)),
-            ("timeoutSeconds", "3"),
-        ]
         started = time.monotonic()
-        response = await api.call_api(
-            f"/api/v1/namespaces/{namespace}/configmaps",
-            "GET",
-            query_params=query,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=TIMEOUT,
+        response = await open_watch(
+            api,
+            namespace,
+            allowWatchBookmarks="true",
+            resourceVersion=str(version),
+            timeoutSeconds="3",
         )
         await asyncio.sleep(0.5)
         assert sim.audit()["watches_open"] == 1
@@ -101,62 +115,43 @@ async def test_watches_are_a_gauge_and_get_bookmarks(
         assert audit["watches_open"] == 0 and audit["watches_peak"] == 1
         assert calls(audit)[("watch", "configmaps", False)] == 1
     finally:
-        sim.call(lambda: sim.cluster.set_bookmark_seconds(60.0))
+        sim.set_bookmark_seconds(60.0)
 
 
 async def test_no_bookmarks_unless_asked(
-    sim: SimClusterThread, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+    api: client.ApiClient, namespace: str, fast_bookmarks: None
 ) -> None:
-    sim.call(lambda: sim.cluster.set_bookmark_seconds(0.2))
-    try:
-        response = await api.call_api(
-            f"/api/v1/namespaces/{namespace}/configmaps",
-            "GET",
-            query_params=[("watch", "true"), ("timeoutSeconds", "1")],
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=TIMEOUT,
-        )
-        body = await response.read()
-        response.release()
-        assert body.strip() == b""
-    finally:
-        sim.call(lambda: sim.cluster.set_bookmark_seconds(60.0))
+    response = await open_watch(api, namespace, timeoutSeconds="1")
+    body = await response.read()
+    response.release()
+    assert body.strip() == b""
 
 
 async def test_frozen_watches_send_nothing_until_cleared(
-    sim: SimClusterThread, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+    sim: SimClusterThread,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    fast_bookmarks: None,
 ) -> None:
-    sim.call(lambda: sim.cluster.set_bookmark_seconds(0.2))
-    try:
-        response = await api.call_api(
-            f"/api/v1/namespaces/{namespace}/configmaps",
-            "GET",
-            query_params=[("watch", "true"), ("allowWatchBookmarks", "true"),
-                          ("timeoutSeconds", "30")],
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=TIMEOUT,
-        )  # fmt: skip
-        first = json.loads(await asyncio.wait_for(response.content.readline(), 5))
-        assert first["type"] == "BOOKMARK"  # flowing
-        sim.freeze_watches()
-        await asyncio.sleep(0.3)  # a bookmark written before the freeze may still be read
-        while True:
-            try:
-                json.loads(await asyncio.wait_for(response.content.readline(), 0.1))
-            except TimeoutError:
-                break
-        body = {"metadata": {"name": "during-freeze"}}
-        await core.create_namespaced_config_map(namespace, body, _request_timeout=TIMEOUT)
-        with pytest.raises(TimeoutError):  # no event, no bookmark: open and silent
-            await asyncio.wait_for(response.content.readline(), 1.0)
-        sim.clear_faults()
-        seen = []
-        while not any(e["type"] == "ADDED" for e in seen):
-            seen.append(json.loads(await asyncio.wait_for(response.content.readline(), 5)))
-        added = next(e for e in seen if e["type"] == "ADDED")
-        assert added["object"]["metadata"]["name"] == "during-freeze"
-        response.release()
-    finally:
-        sim.call(lambda: sim.cluster.set_bookmark_seconds(60.0))
+    response = await open_watch(api, namespace, allowWatchBookmarks="true", timeoutSeconds="30")
+    first = json.loads(await asyncio.wait_for(response.content.readline(), 5))
+    assert first["type"] == "BOOKMARK"  # flowing
+    sim.freeze_watches()
+    await asyncio.sleep(0.3)  # a bookmark written before the freeze may still be read
+    while True:
+        try:
+            json.loads(await asyncio.wait_for(response.content.readline(), 0.1))
+        except TimeoutError:
+            break
+    body = {"metadata": {"name": "during-freeze"}}
+    await core.create_namespaced_config_map(namespace, body, _request_timeout=TIMEOUT)
+    with pytest.raises(TimeoutError):  # no event, no bookmark: open and silent
+        await asyncio.wait_for(response.content.readline(), 1.0)
+    sim.clear_faults()
+    seen = []
+    while not any(e["type"] == "ADDED" for e in seen):
+        seen.append(json.loads(await asyncio.wait_for(response.content.readline(), 5)))
+    added = next(e for e in seen if e["type"] == "ADDED")
+    assert added["object"]["metadata"]["name"] == "during-freeze"
+    response.release()
