@@ -8,13 +8,18 @@ since every event carries the project's status, the newest one is always enough 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gooseui.models import Status, Step
+
 QUEUE_SIZE = 256
+TIMELINE_STEPS = 100  # per transition; an activation has about ten
+TIMELINE_PROJECTS = 5000  # the projects whose last transition is held (least recent go first)
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,41 @@ class ProjectEvent:
         return data
 
 
+class Timelines:
+    """The steps of each project's current or last transition, as this process saw them.
+
+    Held in memory, bounded; the lifecycle also stores a transition's steps with its last
+    write, so a reload, another replica or a restart shows them too.
+    """
+
+    def __init__(self) -> None:
+        self._steps: OrderedDict[tuple[str, str], list[ProjectEvent]] = OrderedDict()
+
+    def record(self, event: ProjectEvent) -> None:
+        key = (event.user_id, event.project_id)
+        if event.step == Step.DELETED:
+            self._steps.pop(key, None)
+            return
+        begins = event.step in (Step.START, Step.REPAIR)
+        if begins or key not in self._steps:
+            if not begins and not _in_transition(event.status):
+                return  # a settled project's rename, say: no transition to add it to
+            self._steps[key] = []
+        steps = self._steps[key]
+        self._steps.move_to_end(key)
+        if len(steps) < TIMELINE_STEPS:
+            steps.append(event)
+        while len(self._steps) > TIMELINE_PROJECTS:
+            self._steps.popitem(last=False)
+
+    def of(self, user_id: str, project_id: str) -> list[ProjectEvent]:
+        return list(self._steps.get((user_id, project_id), ()))
+
+
+def _in_transition(status: str) -> bool:
+    return status in Status.__members__.values() and Status(status).in_transition
+
+
 class EventBus:
     """Fan-out of `ProjectEvent`s to any number of subscribers."""
 
@@ -42,6 +82,7 @@ class EventBus:
         self._subscribers: set[tuple[asyncio.Queue[ProjectEvent], str | None, str | None]] = set()
         # where this replica's own events go besides its subscribers (see gooseui.fanout)
         self.forward: Callable[[ProjectEvent], None] | None = None
+        self.timelines = Timelines()
 
     def publish(self, event: ProjectEvent) -> None:
         """An event of this process: to its subscribers, and to the other replicas."""
@@ -51,6 +92,8 @@ class EventBus:
 
     def deliver(self, event: ProjectEvent) -> None:
         """An event to this process's subscribers only (one from another replica, say)."""
+        if event.step != Step.CURRENT:
+            self.timelines.record(event)
         for queue, user_id, project_id in list(self._subscribers):
             if user_id is not None and user_id != event.user_id:
                 continue

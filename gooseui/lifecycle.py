@@ -34,7 +34,7 @@ from gooseui.errors import Conflict, GooseUIError, UpstreamFailed, UpstreamTimeo
 from gooseui.events import EventBus, ProjectEvent
 from gooseui.goose import GooseClient, GooseUnreachable
 from gooseui.logs import log
-from gooseui.models import Project, Status
+from gooseui.models import Project, Status, Step
 from gooseui.store import LEASE_SECONDS, ProjectStore, now
 
 logger = logging.getLogger("gooseui.lifecycle")
@@ -117,33 +117,54 @@ class Lifecycle:
         self._tasks: dict[tuple[str, str], asyncio.Task[Project]] = {}
         self._background: set[asyncio.Task[None]] = set()  # best-effort clean-ups
         self._renewer: asyncio.Task[None] | None = None
-        # a transition asked for and not yet started (its compare-and-set is under way):
-        # a reconciliation pass must not take it for one nobody works on
+        # a transition asked for and not yet started (its compare-and-set is under way), or
+        # an activation being cancelled: a reconciliation pass must not take it for one
+        # nobody works on
         self._claimed: set[tuple[str, str]] = set()
+        self._cancelling: set[tuple[str, str]] = set()
 
     # plumbing --------------------------------------------------------------------------
+
+    @staticmethod
+    def event(
+        project: Project | dict[str, Any],
+        status: str,
+        step: Step,
+        message: str,
+        reason: str | None = None,
+    ) -> ProjectEvent:
+        user_id = project.user_id if isinstance(project, Project) else project["user_id"]
+        project_id = project.project_id if isinstance(project, Project) else project["project_id"]
+        return ProjectEvent(user_id, project_id, str(status), str(step), message, reason)
 
     def publish(
         self,
         project: Project | dict[str, Any],
         status: str,
-        step: str,
+        step: Step,
         message: str,
         reason: str | None = None,
     ) -> None:
-        user_id = project.user_id if isinstance(project, Project) else project["user_id"]
-        project_id = project.project_id if isinstance(project, Project) else project["project_id"]
-        self.bus.publish(ProjectEvent(user_id, project_id, str(status), step, message, reason))
+        self.emit(self.event(project, status, step, message, reason))
+
+    def emit(self, event: ProjectEvent) -> None:
+        self.bus.publish(event)
         log(
             logger,
             "project.event",
-            user_id=user_id,
-            project_id=project_id,
-            status=status,
-            step=step,
-            message=message,
-            reason=reason,
+            user_id=event.user_id,
+            project_id=event.project_id,
+            status=event.status,
+            step=event.step,
+            message=event.message,
+            reason=event.reason,
         )
+
+    def _timeline(self, last: ProjectEvent) -> list[dict[str, Any]]:
+        """The transition's steps, stored with its last write (`last` is its final step):
+        a reload, another replica or a restarted console shows them from MongoDB."""
+        seen = self.bus.timelines.of(last.user_id, last.project_id)
+        return [event.to_json() for event in (*seen, last)]
 
     def _envs(self) -> Environments:
         if self.environments is None:
@@ -186,7 +207,17 @@ class Lifecycle:
     async def _outcome(self, task: asyncio.Task[Project], wait: bool, started: Project) -> Project:
         if not wait:
             return started
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and not (current and current.cancelling()):
+                # the transition was cancelled (an operator stopped the activation), not
+                # this caller: say so instead of vanishing
+                raise Conflict(
+                    f"The activation of {started.name!r} was cancelled.", code="Cancelled"
+                ) from None
+            raise
 
     async def _transition(
         self,
@@ -230,6 +261,7 @@ class Lifecycle:
         self, project: Project, from_status: Status, failure: Failure, prefix: str = ""
     ) -> None:
         message = prefix + failure.message
+        event = self.event(project, Status.FAILED, Step.FAILED, message, failure.reason)
         doc = await self.store.compare_and_set(
             project.user_id,
             project.project_id,
@@ -240,12 +272,13 @@ class Lifecycle:
                 "status_message": message,
                 "desired_replicas": 0,
                 "endpoint": None,
+                "timeline": self._timeline(event),
             },
             holder=self.replica,
             lease="release",
         )
         if doc is not None:
-            self.publish(project, Status.FAILED, "failed", message, failure.reason)
+            self.emit(event)
 
     async def close(self) -> None:
         """Cancel running transitions and give up their leases.
@@ -272,7 +305,7 @@ class Lifecycle:
 
     def running(self, user_id: str, project_id: str) -> bool:
         key = (user_id, project_id)
-        return key in self._tasks or key in self._claimed
+        return key in self._tasks or key in self._claimed or key in self._cancelling
 
     def _stale(self, project: Project) -> list[Status]:
         """A transitional status no task of this process is working on: it may be taken over.
@@ -298,18 +331,20 @@ class Lifecycle:
             return project
         self._busy(project)
         self._envs()
+        start = self.event(project, Status.ACTIVATING, Step.START, "Activation started")
         started = await self._transition(
             project,
-            [Status.INACTIVE, Status.FAILED, *self._stale(project)],
+            [*(s for s in Status if s.can_activate), *self._stale(project)],
             Status.ACTIVATING,
             {
                 "status_reason": None,
                 "status_message": "Activation started",
                 "desired_replicas": 1,
                 "cluster_objects": True,
+                "timeline": [start.to_json()],
             },
         )
-        self.publish(started, Status.ACTIVATING, "start", "Activation started")
+        self.emit(start)
         task = self._start(started, self._activate(started))
         return await self._outcome(task, wait, started)
 
@@ -320,13 +355,19 @@ class Lifecycle:
         The activation's steps are idempotent: what exists is left, what is missing or
         changed is applied again, and the project is `active` once the agent answers.
         """
+        start = self.event(project, Status.ACTIVATING, Step.REPAIR, why)
         started = await self._transition(
             project,
             [Status.ACTIVE],
             Status.ACTIVATING,
-            {"status_reason": None, "status_message": why, "desired_replicas": 1},
+            {
+                "status_reason": None,
+                "status_message": why,
+                "desired_replicas": 1,
+                "timeline": [start.to_json()],
+            },
         )
-        self.publish(started, Status.ACTIVATING, "repair", why)
+        self.emit(start)
         log(
             logger,
             "project.repair",
@@ -345,7 +386,7 @@ class Lifecycle:
         last = {"step": "start", "message": "Activation started"}
         began = time.monotonic()
 
-        async def step(name: str, message: str, work: Awaitable[Any]) -> Any:
+        async def step(name: Step, message: str, work: Awaitable[Any]) -> Any:
             last.update(step=name, message=message)
             self.publish(project, Status.ACTIVATING, name, message)
             return await work
@@ -359,21 +400,21 @@ class Lifecycle:
         try:
             async with asyncio.timeout(timeout):
                 agent = await step(
-                    "agent", "Checking the agent's environment", self._agent_environment()
+                    Step.AGENT, "Checking the agent's environment", self._agent_environment()
                 )
                 secrets = agent.values
                 namespace = envs.namespace(uid)
                 await step(
-                    "namespace", f"Preparing namespace {namespace}", envs.ensure_namespace(uid)
+                    Step.NAMESPACE, f"Preparing namespace {namespace}", envs.ensure_namespace(uid)
                 )
                 await step(
-                    "secrets",
+                    Step.SECRETS,
                     "Applying the agent's environment",
                     envs.apply_agent(uid, agent),
                 )
                 applied = True
                 generation = await step(
-                    "apply",
+                    Step.APPLY,
                     "Applying the Deployment, Service and route",
                     envs.apply_project(uid, pid, 1, agent.checksum()),
                 )
@@ -383,7 +424,7 @@ class Lifecycle:
                 route = await envs.get_route(uid, pid)
                 options = candidates(self.settings, envs.kube, uid, pid, route is not None)
                 endpoint = await step(
-                    "health", "Checking the agent's health", self._first_healthy(options, uid)
+                    Step.HEALTH, "Checking the agent's health", self._first_healthy(options, uid)
                 )
         except TimeoutError:
             failure = Failure(
@@ -403,12 +444,14 @@ class Lifecycle:
             failure = Failure(failure.reason, redact(failure.message, secrets))
             await self._rollback(project, failure, applied)
             raise failure.to_error() from None
+        ready = self.event(project, Status.ACTIVE, Step.READY, f"Active at {endpoint}")
         doc = await self.store.compare_and_set(
             uid,
             pid,
             [Status.ACTIVATING],
             {
                 "status": str(Status.ACTIVE),
+                "timeline": self._timeline(ready),
                 "endpoint": endpoint,
                 "status_reason": None,
                 "status_message": None,
@@ -432,7 +475,7 @@ class Lifecycle:
             endpoint=endpoint,
         )
         active = Project.from_document(doc)
-        self.publish(active, Status.ACTIVE, "ready", f"Active at {endpoint}")
+        self.emit(ready)
         return active
 
     async def _agent_environment(self) -> AgentEnvironment:
@@ -468,7 +511,7 @@ class Lifecycle:
                 gateway = f"{self.settings.gateway_namespace or '(its namespace)'}/"
                 await progress(
                     Verdict(
-                        step="route",
+                        step=Step.ROUTE,
                         progress=f"Pod ready; waiting for the Gateway {gateway}"
                         f"{self.settings.gateway_name} to accept the route",
                     )
@@ -591,6 +634,9 @@ class Lifecycle:
     async def deactivate(self, project: Project, wait: bool = True) -> Project:
         if project.status == Status.INACTIVE:
             return project
+        key = (project.user_id, project.project_id)
+        if project.status == Status.ACTIVATING and key in self._tasks:
+            return await self._cancel(project, wait)
         self._busy(project)
         if self.environments is None and project.status == Status.FAILED:
             # nothing can be running without a cluster: just clear the failure
@@ -600,27 +646,75 @@ class Lifecycle:
                 Status.INACTIVE,
                 {"status_reason": None, "status_message": None},
             )
-            self.publish(doc, Status.INACTIVE, "stopped", "Failure cleared")
+            self.publish(doc, Status.INACTIVE, Step.STOPPED, "Failure cleared")
             return doc
         self._envs()
+        start = self.event(project, Status.DEACTIVATING, Step.START, "Deactivation started")
         started = await self._transition(
             project,
-            [Status.ACTIVE, Status.FAILED, *self._stale(project)],
+            [
+                *(s for s in Status if s.can_deactivate and not s.in_transition),
+                *self._stale(project),
+            ],
             Status.DEACTIVATING,
-            {"desired_replicas": 0},
+            {"desired_replicas": 0, "timeline": [start.to_json()]},
         )
-        self.publish(started, Status.DEACTIVATING, "start", "Deactivation started")
+        self.emit(start)
         task = self._start(started, self._deactivate(started))
         return await self._outcome(task, wait, started)
 
-    async def _deactivate(self, project: Project) -> Project:
+    async def _cancel(self, project: Project, wait: bool) -> Project:
+        """Stop an activation this process runs: its task is cancelled, then the
+        environment is scaled to 0 as by a deactivation (the project ends `inactive`).
+
+        While the activation's task unwinds the project counts as worked on, so no
+        reconciliation pass resumes it. An activation another replica runs cannot be
+        cancelled from here: its lease answers 409.
+        """
+        key = (project.user_id, project.project_id)
+        self._cancelling.add(key)
+        try:
+            task = self._tasks.get(key)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            doc = await self.store.get(*key)
+            if doc is None:
+                raise Conflict(f"Project {project.name!r} is deleted.", code="InTransition")
+            current = Project.from_document(doc)
+            if current.status != Status.ACTIVATING:
+                # it failed (or finished) as it was cancelled: stop it from there
+                self._cancelling.discard(key)
+                return await self.deactivate(current, wait)
+            if self.environments is not None:
+                self.environments.forget(project.user_id)  # an apply may have been cut short
+            cancel = self.event(
+                project, Status.DEACTIVATING, Step.CANCEL, "Activation cancelled; stopping it"
+            )
+            self._cancelling.discard(key)  # the transition's own claim takes over
+            started = await self._transition(
+                current,
+                [Status.ACTIVATING],
+                Status.DEACTIVATING,
+                {"desired_replicas": 0, "status_message": "Activation cancelled"},
+            )
+        finally:
+            self._cancelling.discard(key)
+        self.emit(cancel)
+        log(logger, "project.activation_cancelled", user_id=key[0], project_id=key[1])
+        task = self._start(started, self._deactivate(started, "Activation cancelled"))
+        return await self._outcome(task, wait, started)
+
+    async def _deactivate(self, project: Project, why: str | None = None) -> Project:
         envs = self._envs()
         uid, pid = project.user_id, project.project_id
         note = None
         try:
-            self.publish(project, Status.DEACTIVATING, "scale", "Scaling the Deployment to 0")
+            self.publish(project, Status.DEACTIVATING, Step.SCALE, "Scaling the Deployment to 0")
             await envs.scale(uid, pid, 0)
-            self.publish(project, Status.DEACTIVATING, "terminating", "Waiting for the pod to stop")
+            self.publish(
+                project, Status.DEACTIVATING, Step.TERMINATING, "Waiting for the pod to stop"
+            )
             if not await envs.wait_pods_gone(uid, pid, SCALE_DOWN_SECONDS):
                 note = f"The pod was still terminating after {SCALE_DOWN_SECONDS:g} s."
         except asyncio.CancelledError:
@@ -634,6 +728,8 @@ class Lifecycle:
                 prefix="The environment could not be stopped: ",
             )
             raise failure.to_error() from None
+        message = " ".join(filter(None, [why and f"{why}.", note])) or None
+        stopped = self.event(project, Status.INACTIVE, Step.STOPPED, message or "Stopped")
         doc = await self.store.compare_and_set(
             uid,
             pid,
@@ -642,16 +738,16 @@ class Lifecycle:
                 "status": str(Status.INACTIVE),
                 "endpoint": None,
                 "status_reason": None,
-                "status_message": note,
+                "status_message": message,
+                "timeline": self._timeline(stopped),
             },
             holder=self.replica,
             lease="release",
         )
         if doc is None:
             raise Conflict("The project changed during deactivation.", code="InTransition")
-        inactive = Project.from_document(doc)
-        self.publish(inactive, Status.INACTIVE, "stopped", note or "Stopped")
-        return inactive
+        self.emit(stopped)
+        return Project.from_document(doc)
 
     # delete ----------------------------------------------------------------------------
 
@@ -661,12 +757,14 @@ class Lifecycle:
         touched = bool(doc.get("cluster_objects"))
         if touched:
             self._envs()
+        start = self.event(project, Status.DELETING, Step.START, "Deletion started")
         started = await self._transition(
             project,
-            [Status.INACTIVE, Status.ACTIVE, Status.FAILED, *self._stale(project)],
+            [*(s for s in Status if s.can_delete), *self._stale(project)],
             Status.DELETING,
+            {"timeline": [start.to_json()]},
         )
-        self.publish(started, Status.DELETING, "start", "Deletion started")
+        self.emit(start)
         task = self._start(started, self._delete(started, touched))
         await asyncio.shield(task)
 
@@ -675,9 +773,8 @@ class Lifecycle:
         try:
             if touched:
                 envs = self._envs()
-                self.publish(
-                    project, Status.DELETING, "delete", "Deleting the route, Service and Deployment"
-                )
+                what = "Deleting the route, Service and Deployment"
+                self.publish(project, Status.DELETING, Step.DELETE, what)
                 if not await envs.delete_project(uid, pid, DELETE_SECONDS):
                     raise Failure(
                         "Timeout", f"The cluster objects were not gone within {DELETE_SECONDS:g} s."
@@ -689,7 +786,7 @@ class Lifecycle:
             await self._fail(project, Status.DELETING, failure, prefix="Deletion failed: ")
             raise failure.to_error() from None
         await self.store.delete(uid, pid, [Status.DELETING])
-        self.publish(project, "deleted", "deleted", f"Project {project.name!r} deleted")
+        self.publish(project, "deleted", Step.DELETED, f"Project {project.name!r} deleted")
         await self._maybe_delete_namespace(project)
         return project
 

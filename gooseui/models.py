@@ -19,6 +19,7 @@ __all__ = [
     "Project",
     "SessionOut",
     "Status",
+    "Step",
     "User",
 ]
 
@@ -34,6 +35,64 @@ class Status(StrEnum):
     @property
     def in_transition(self) -> bool:
         return self in {Status.ACTIVATING, Status.DEACTIVATING, Status.DELETING}
+
+    # What an operator may ask of a project in this status: the lifecycle checks its
+    # transitions against these, and the pages offer only the buttons they allow.
+
+    # (Activating an active project, or deactivating an inactive one, is a no-op the
+    # lifecycle answers at once; no button offers it.)
+
+    @property
+    def can_activate(self) -> bool:
+        return self in {Status.INACTIVE, Status.FAILED}
+
+    @property
+    def can_deactivate(self) -> bool:
+        """`activating` too: stopping an activation cancels it. `failed` too: a refused
+        scale-down can leave a failed project running, and stopping it clears the failure."""
+        return self in {Status.ACTIVE, Status.ACTIVATING, Status.FAILED}
+
+    @property
+    def can_chat(self) -> bool:
+        return self == Status.ACTIVE
+
+    @property
+    def can_delete(self) -> bool:
+        return self in {Status.INACTIVE, Status.ACTIVE, Status.FAILED}
+
+
+class Step(StrEnum):
+    """The step an event reports: what the lifecycle (or the service) was doing."""
+
+    CURRENT = "current"  # the first event of `GET …/events`: the status as it is
+    CREATED = "created"
+    RENAMED = "renamed"
+    DELETED = "deleted"
+    # a transition begins (its timeline starts again at these)
+    START = "start"
+    REPAIR = "repair"
+    # activation
+    AGENT = "agent"
+    NAMESPACE = "namespace"
+    SECRETS = "secrets"
+    APPLY = "apply"
+    APPLYING = "applying"
+    WAITING = "waiting"
+    SCHEDULING = "scheduling"
+    UNSCHEDULABLE = "unschedulable"
+    PULLING = "pulling"
+    STARTING = "starting"
+    ROUTE = "route"
+    HEALTH = "health"
+    READY = "ready"
+    CANCEL = "cancel"
+    # deactivation and deletion
+    SCALE = "scale"
+    TERMINATING = "terminating"
+    STOPPED = "stopped"
+    DELETE = "delete"
+    FAILED = "failed"
+    RECONCILED = "reconciled"
 
 
 class Project(BaseModel):

@@ -29,7 +29,7 @@ from gooseui.cluster.environment import Environments, replicas_of
 from gooseui.errors import Conflict, GooseUIError
 from gooseui.lifecycle import Lifecycle
 from gooseui.logs import log
-from gooseui.models import Project, Status
+from gooseui.models import Project, Status, Step
 from gooseui.store import ProjectStore, now
 
 logger = logging.getLogger("gooseui.reconcile")
@@ -253,7 +253,7 @@ async def _converge(
             holder=lifecycle.replica,
             lease="free",
         ):
-            lifecycle.publish(doc, Status.FAILED, "reconciled", message, "Interrupted")
+            lifecycle.publish(doc, Status.FAILED, Step.RECONCILED, message, "Interrupted")
             report.fixed.append(f"{label}: deleting -> failed (Interrupted)")
     elif action in ("gone", "stopped"):
         # the operator wants it running and nobody else is making it so: activate again

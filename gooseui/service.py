@@ -6,16 +6,19 @@ a business rule, and this module knows nothing about either of them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import secrets
+from collections.abc import AsyncIterator
+from datetime import datetime
 
 from gooseui.chat import ChatService, Reply
 from gooseui.config import DNS_LABEL, Settings, User
 from gooseui.errors import Conflict, Invalid, NotFound
 from gooseui.events import EventBus, ProjectEvent
 from gooseui.lifecycle import Lifecycle
-from gooseui.models import Project, Status
+from gooseui.models import Project, Status, Step
 from gooseui.store import DuplicateProjectId, ProjectStore, name_key, now
 from gooseui.textrules import name_problem, normal_name
 
@@ -33,6 +36,20 @@ def clean_name(raw: str) -> str:
     if problem:
         raise Invalid(problem, code="InvalidName")
     return normal_name(raw)
+
+
+def _stored_event(user_id: str, project_id: str, raw: dict) -> ProjectEvent:
+    at = raw.get("at")
+    moment = datetime.fromisoformat(at.replace("Z", "+00:00")) if isinstance(at, str) else now()
+    return ProjectEvent(
+        user_id,
+        project_id,
+        str(raw.get("status", "")),
+        str(raw.get("step", "")),
+        str(raw.get("message", "")),
+        raw.get("reason"),
+        moment,
+    )
 
 
 class ProjectService:
@@ -53,7 +70,7 @@ class ProjectService:
         self.chat = chat
         self._users = {user.id: user for user in settings.user_list()}
 
-    def _announce(self, project: Project, step: str, message: str) -> None:
+    def _announce(self, project: Project, step: Step, message: str) -> None:
         self.bus.publish(
             ProjectEvent(project.user_id, project.project_id, str(project.status), step, message)
         )
@@ -121,7 +138,7 @@ class ProjectService:
             except DuplicateProjectId:
                 continue  # 40 random bits collided; draw again
             project = Project.from_document(doc)
-            self._announce(project, "created", f"Project {name!r} created")
+            self._announce(project, Step.CREATED, f"Project {name!r} created")
             return project
         raise Conflict("Could not allocate a project id; try again.", code="DuplicateProjectId")
 
@@ -134,7 +151,7 @@ class ProjectService:
             await self.get_project(user_id, project_id)  # NotFound if it went away meanwhile
             raise Conflict(f"Project {current.name!r} is being deleted.", code="InTransition")
         project = Project.from_document(doc)
-        self._announce(project, "renamed", f"Renamed to {name!r}")
+        self._announce(project, Step.RENAMED, f"Renamed to {name!r}")
         return project
 
     async def delete_project(self, user_id: str, project_id: str) -> None:
@@ -146,7 +163,60 @@ class ProjectService:
         return await self.lifecycle.activate(await self.get_project(user_id, project_id), wait)
 
     async def deactivate(self, user_id: str, project_id: str, wait: bool = True) -> Project:
+        """Stop the environment; an activation under way is cancelled."""
         return await self.lifecycle.deactivate(await self.get_project(user_id, project_id), wait)
+
+    # progress --------------------------------------------------------------------------
+
+    async def progress(
+        self, user_id: str, project_id: str | None = None, keepalive: float | None = None
+    ) -> AsyncIterator[ProjectEvent | None]:
+        """The events of one project (or all of a user's), as they happen.
+
+        For one project the first event is its status now (step `current`), read after
+        subscribing so that no change falls between the two; the stream ends once the
+        project is deleted. With `keepalive`, None comes after that many silent seconds.
+        """
+        self.get_user(user_id)
+        if project_id is not None:
+            await self.get_project(user_id, project_id)
+        async with self.bus.subscribe(user_id, project_id) as queue:
+            if project_id is not None:
+                current = await self.get_project(user_id, project_id)
+                yield ProjectEvent(
+                    user_id,
+                    project_id,
+                    str(current.status),
+                    str(Step.CURRENT),
+                    current.status_message or str(current.status),
+                    current.status_reason,
+                )
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), keepalive)
+                except TimeoutError:
+                    yield None
+                    continue
+                yield event
+                if project_id is not None and event.status == "deleted":
+                    return
+
+    async def timeline(self, user_id: str, project_id: str) -> list[ProjectEvent]:
+        """The steps of the project's current or last transition, oldest first.
+
+        What this process saw of it, else what the lifecycle stored with its last write
+        (the transition ran on another replica, or before a restart).
+        """
+        seen = self.bus.timelines.of(user_id, project_id)
+        if seen and seen[0].step in (Step.START, Step.REPAIR):
+            return seen
+        doc = await self.store.get(user_id, project_id) if DNS_LABEL.match(project_id) else None
+        if doc is None:
+            await self.get_project(user_id, project_id)  # NotFound, with its reason
+        raws = (doc or {}).get("timeline") or []
+        stored = [_stored_event(user_id, project_id, raw) for raw in raws]
+        last = stored[-1].at if stored else None
+        return [*stored, *(e for e in seen if last is None or e.at > last)]
 
     # chat ------------------------------------------------------------------------------
 

@@ -190,14 +190,15 @@ class ProjectStore:
     async def list(self, user_id: str) -> list[Document]:
         """The user's projects, newest first."""
         async with self._guard("list"):
-            cursor = self._collection.find({"user_id": user_id}).sort(
+            # a transition's timeline is read with its project alone (`get`), not in lists
+            cursor = self._collection.find({"user_id": user_id}, {"timeline": 0}).sort(
                 [("created_at", DESCENDING), ("_id", DESCENDING)]
             )
             return await cursor.to_list()
 
     async def list_all(self) -> list[Document]:
         async with self._guard("list_all"):
-            return await self._collection.find({}).to_list()
+            return await self._collection.find({}, {"timeline": 0}).to_list()
 
     async def count(self, user_id: str) -> int:
         async with self._guard("count"):

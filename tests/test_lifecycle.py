@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -762,3 +763,54 @@ async def test_an_activation_waits_out_its_terminating_namespace(
     fresh = await core.read_namespace(namespace)
     assert fresh.status.phase == "Active" and fresh.metadata.deletion_timestamp is None
     assert (await client.delete(url(second))).status_code == 204
+
+
+async def test_deactivating_an_activation_cancels_it(
+    console_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    kube: k8s.ApiClient,
+) -> None:
+    """An activation that never becomes ready is stopped by Deactivate: 200, `inactive`,
+    scaled to 0, and a caller that waited on the activation hears it was cancelled."""
+    monkeypatch.setenv("ACR_IMAGE", "goose-api:never-ready")
+    async with console(request) as client:
+        project = await new_project(client)
+        waiting = asyncio.create_task(client.post(url(project, "activate")))
+        assert await until(lambda: replicas_of(kube, project)) == 1  # under way in the cluster
+        response = await client.post(url(project, "deactivate"))
+        assert response.status_code == 200, response.text
+        stopped = response.json()
+        assert stopped["status"] == "inactive"
+        assert stopped["status_message"].startswith("Activation cancelled")
+        assert await replicas_of(kube, project) == 0
+        assert await until(lambda: _no_pods(kube, project))
+        activation = await waiting
+        assert activation.status_code == 409 and activation.json()["code"] == "Cancelled"
+        # the reconciler does not resume it
+        await asyncio.sleep(1.0)
+        assert (await client.get(url(project))).json()["status"] == "inactive"
+
+
+async def _no_pods(kube: k8s.ApiClient, project: dict[str, Any]) -> bool:
+    return not await pods(kube, project)
+
+
+async def test_the_timeline_of_a_transition_outlives_the_process(
+    console_env: dict[str, str], request: pytest.FixtureRequest
+) -> None:
+    """Every step of the last transition, with its time, is stored with the transition's
+    last write: a console started afresh shows it."""
+    from nicegui import app
+
+    async with console(request) as client:
+        project = await new_project(client)
+        assert (await client.post(url(project, "activate"))).status_code == 200
+        live = await app.state.runtime.service.timeline(project["user_id"], project["project_id"])
+    steps = [event.step for event in live]
+    assert steps[0] == "start" and steps[-1] == "ready"
+    assert {"agent", "namespace", "apply", "health"} <= set(steps)
+    assert all(a.at <= b.at for a, b in itertools.pairwise(live))
+    async with console(request) as client:
+        stored = await app.state.runtime.service.timeline(project["user_id"], project["project_id"])
+    assert [(e.step, e.message) for e in stored] == [(e.step, e.message) for e in live]

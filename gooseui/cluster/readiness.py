@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gooseui.models import Step
+
 Obj = dict[str, Any]
 
 PULL_BACKOFF = {"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -31,7 +33,7 @@ class Verdict:
     ready: bool = False
     reason: str | None = None
     message: str | None = None
-    step: str = "waiting"
+    step: Step = Step.WAITING
     progress: str = "Waiting for the Deployment"
 
     @property
@@ -177,25 +179,25 @@ def _pod_ready(pod: Obj) -> bool:
     )
 
 
-def _pod_progress(pod: Obj) -> tuple[str, str]:
+def _pod_progress(pod: Obj) -> tuple[Step, str]:
     status = pod.get("status") or {}
     scheduled = _condition(pod, "PodScheduled")
     if not scheduled or scheduled.get("status") != "True":
         if scheduled and scheduled.get("reason") == "Unschedulable":
-            return "unschedulable", f"Waiting for a node: {scheduled.get('message')}"
-        return "scheduling", "Scheduling the pod"
+            return Step.UNSCHEDULABLE, f"Waiting for a node: {scheduled.get('message')}"
+        return Step.SCHEDULING, "Scheduling the pod"
     for container in status.get("containerStatuses") or []:
         state = container.get("state") or {}
         waiting = state.get("waiting") or {}
         if waiting.get("reason") == "ErrImagePull":
-            return "pulling", f"Pulling the image failed, retrying: {waiting.get('message', '')}"
+            return Step.PULLING, f"Pulling the image failed, retrying: {waiting.get('message', '')}"
         if waiting.get("reason") == "ContainerCreating":
-            return "pulling", "Pulling the image and creating the container"
+            return Step.PULLING, "Pulling the image and creating the container"
         if "running" in state:
-            return "starting", "Container running; waiting for the agent's health check"
+            return Step.STARTING, "Container running; waiting for the agent's health check"
     if status.get("phase") == "Pending":
-        return "pulling", "Pulling the image and creating the container"
-    return "starting", "Starting the container"
+        return Step.PULLING, "Pulling the image and creating the container"
+    return Step.STARTING, "Starting the container"
 
 
 def evaluate(
@@ -206,7 +208,7 @@ def evaluate(
 ) -> Verdict:
     """The state of an activation, decided from the objects as they are now."""
     if deployment is None:
-        return Verdict(step="applying", progress="Waiting for the Deployment to appear")
+        return Verdict(step=Step.APPLYING, progress="Waiting for the Deployment to appear")
     failure = deployment_failure(deployment)
     if failure:
         return failure
@@ -225,8 +227,8 @@ def evaluate(
         and status.get("readyReplicas", 0) >= replicas
         and sum(_pod_ready(p) for p in live) >= replicas
     ):
-        return Verdict(ready=True, step="ready", progress="The pod is ready")
+        return Verdict(ready=True, step=Step.READY, progress="The pod is ready")
     if not live:
-        return Verdict(step="scheduling", progress="Waiting for the pod to be created")
+        return Verdict(step=Step.SCHEDULING, progress="Waiting for the pod to be created")
     step, progress = _pod_progress(live[0])
     return Verdict(step=step, progress=progress)
