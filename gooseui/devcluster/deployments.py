@@ -595,6 +595,14 @@ class ReplicaSetController:
                 except ApiError as err:
                     failure = err
                     break
+                # the real controller's pod control records each pod it makes on the RS
+                self.recorder.record(
+                    rs,
+                    "Normal",
+                    "SuccessfulCreate",
+                    f"Created pod: {pod['metadata']['name']}",
+                    "replicaset-controller",
+                )
         elif len(active) > desired:
 
             def rank(p: Obj) -> tuple[int, int, float]:
@@ -612,6 +620,14 @@ class ReplicaSetController:
                     self.registry.delete(PODS, ns, pod["metadata"]["name"])
                 except ApiError:
                     pass
+                else:
+                    self.recorder.record(
+                        rs,
+                        "Normal",
+                        "SuccessfulDelete",
+                        f"Deleted pod: {pod['metadata']['name']}",
+                        "replicaset-controller",
+                    )
                 active.remove(pod)
         status = clone(rs.get("status") or {})
         now = now_iso()

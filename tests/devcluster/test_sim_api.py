@@ -101,6 +101,42 @@ async def test_scale_with_apply_and_with_scale_subresource(
     assert ("gooseui", "Apply") in managers
 
 
+async def test_the_replica_set_controller_records_its_pods(
+    manifests: Any, kube: Any, namespace: str, project: Any
+) -> None:
+    """SuccessfulCreate / SuccessfulDelete on the ReplicaSet, as the real replicaset-controller
+    records them (`kubectl describe rs`), and found by the events' field selectors."""
+    name = "proj-rsev-api"
+    await project(name)
+    (pod,) = (
+        await kube.core.list_namespaced_pod(
+            namespace, label_selector=f"app.kubernetes.io/instance={name}"
+        )
+    ).items
+    rs_name = pod.metadata.owner_references[0].name
+    await kube.apply_deployment(namespace, manifests.deployment(name, replicas=0), force=False)
+    await kube.wait_pods(namespace, f"app.kubernetes.io/instance={name}", lambda pods: not pods)
+    for _ in range(100):
+        events = await kube.events(namespace, rs_name)
+        if any(e["reason"] == "SuccessfulDelete" for e in events):
+            break
+        await asyncio.sleep(0.05)
+    by_reason = {e["reason"]: e for e in events}
+    created, deleted = by_reason["SuccessfulCreate"], by_reason["SuccessfulDelete"]
+    assert created["message"] == f"Created pod: {pod.metadata.name}"
+    assert deleted["message"] == f"Deleted pod: {pod.metadata.name}"
+    for event in (created, deleted):
+        assert event["type"] == "Normal" and event["source"]["component"] == "replicaset-controller"
+        assert event["involvedObject"]["kind"] == "ReplicaSet"
+        assert event["involvedObject"]["name"] == rs_name
+    listing = await kube.core.list_namespaced_event(
+        namespace,
+        field_selector=f"involvedObject.kind=ReplicaSet,involvedObject.name={rs_name}",
+        _request_timeout=TIMEOUT,
+    )
+    assert {e.reason for e in listing.items} == {"SuccessfulCreate", "SuccessfulDelete"}
+
+
 async def test_replace_scale_subresource(kube: Any, namespace: str, project: Any) -> None:
     await project("proj-put-api", wait=False, replicas=0)
     scale = await kube.apps.read_namespaced_deployment_scale("proj-put-api", namespace)
