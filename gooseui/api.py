@@ -10,10 +10,11 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -22,7 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
 from gooseui.chat import Reply
-from gooseui.errors import GooseUIError
+from gooseui.diagnostics import Diagnostics, LogFollow
+from gooseui.errors import GooseUIError, Unavailable
 from gooseui.events import ProjectEvent
 from gooseui.models import (
     ChatEvent,
@@ -49,6 +51,17 @@ def _service(request: Request) -> ProjectService:
 
 
 Service = Annotated[ProjectService, Depends(_service)]
+
+
+def _diagnostics(request: Request) -> Diagnostics:
+    diagnostics = request.app.state.runtime.diagnostics
+    if diagnostics is None:
+        raise Unavailable("The console is still starting.", code="Starting")
+    return diagnostics
+
+
+DiagnosticsDep = Annotated[Diagnostics, Depends(_diagnostics)]
+MAX_TAIL = 5000
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -285,6 +298,161 @@ async def new_session(user_id: str, project_id: str, service: Service) -> Sessio
     return SessionOut(session_id=await service.new_session(user_id, project_id))
 
 
+class LogsOut(BaseModel):
+    """Lines of the agent container's log, secrets masked as `••••`."""
+
+    pod: str | None
+    previous: bool
+    restarts: int
+    lines: list[str]
+
+
+class LogLine(BaseModel):
+    """One line of a followed log (`data:` of one server-sent event), secrets masked."""
+
+    line: str
+
+
+class ClusterEventOut(BaseModel):
+    """One Kubernetes Event about one of the project's objects, its message redacted."""
+
+    at: datetime | None
+    type: str
+    reason: str
+    object: str
+    message: str
+    count: int
+
+
+_DIAGNOSTICS_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No such user or project."},
+    502: {
+        "model": ErrorBody,
+        "description": "The API server refused (`Forbidden`: the console's RBAC lacks "
+        "`get` on pods/log or `list` on pods/events; `ClusterError`).",
+    },
+    503: {
+        "model": ErrorBody,
+        "description": "No cluster is configured or it does not answer "
+        "(`ClusterUnavailable`), or MongoDB does not answer.",
+    },
+}
+
+
+@router.get(
+    "/users/{user_id}/projects/{project_id}/logs",
+    tags=["diagnostics"],
+    response_model=LogsOut,
+    responses={
+        200: {
+            "description": "The last `tail` lines as JSON; with `follow=true` a stream of "
+            'server-sent events, one `{"line"}` per line as the container writes it '
+            "(`: keep-alive` comments every 15 s), ending when the container does (with "
+            "`previous`: the previous container's lines, then the end).",
+            "content": _event_stream(LogLine, "")["content"],
+        },
+        409: {
+            "model": ErrorBody,
+            "description": "`NoPod` (the project runs no pod), `NoPreviousContainer` "
+            "(`previous` of a container that never restarted), `ContainerNotStarted` (its "
+            "image is not pulled yet, say: the cluster events tell why), `LogUnavailable`.",
+        },
+        422: {
+            "model": ErrorBody,
+            "description": f"`tail` is not 1 to {MAX_TAIL}.",
+        },
+        **_DIAGNOSTICS_ERRORS,
+    },
+)
+async def logs(
+    user_id: str,
+    project_id: str,
+    service: Service,
+    diagnostics: DiagnosticsDep,
+    tail: Annotated[int, Query(ge=1, le=MAX_TAIL, description="lines from the end")] = 200,
+    previous: Annotated[bool, Query(description="the container before its last restart")] = False,
+    follow: Annotated[bool, Query(description="stream new lines (server-sent events)")] = False,
+    timestamps: Annotated[bool, Query(description="prefix the kubelet's RFC 3339 time")] = False,
+) -> Response:
+    """The agent container's log (the project's newest pod), secrets masked as `••••`."""
+    project = await service.get_project(user_id, project_id)
+    if follow:
+        # with `previous` too, the stream is the previous container's lines, then its end
+        stream = diagnostics.follow(project, tail=tail, timestamps=timestamps, previous=previous)
+        try:
+            await stream.start()  # no pod, a container not started: an error, not a stream
+        except BaseException:
+            await stream.aclose()
+            raise
+        return LogStreamResponse(stream)
+    lines = await diagnostics.logs(project, tail=tail, previous=previous, timestamps=timestamps)
+    out = LogsOut(
+        pod=lines.pod, previous=lines.previous, restarts=lines.restarts, lines=lines.lines
+    )
+    return JSONResponse(out.model_dump(mode="json"))
+
+
+class LogStreamResponse(StreamingResponse):
+    """A followed log as server-sent events, whose upstream stream is closed however the
+    response ends (the caller went away before the first byte, or during the stream)."""
+
+    def __init__(self, stream: LogFollow) -> None:
+        super().__init__(_log_events(stream), media_type="text/event-stream", headers=SSE_HEADERS)
+        self.stream = stream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+
+async def _log_events(stream: LogFollow) -> AsyncIterator[bytes]:
+    """One `data: {"line"}` event per line; a keep-alive comment after 15 s of silence (a
+    read that outlasts it keeps going: cancelling it would close the stream)."""
+    pending: asyncio.Task[str] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(stream.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
+            if not done:
+                yield b": keep-alive\n\n"
+                continue
+            task, pending = pending, None
+            try:
+                line = task.result()
+            except StopAsyncIteration:
+                return
+            yield b"data: " + json.dumps({"line": line}, ensure_ascii=False).encode() + b"\n\n"
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        await stream.aclose()
+
+
+@router.get(
+    "/users/{user_id}/projects/{project_id}/cluster-events",
+    tags=["diagnostics"],
+    response_model=list[ClusterEventOut],
+    responses=_DIAGNOSTICS_ERRORS,
+)
+async def cluster_events(
+    user_id: str,
+    project_id: str,
+    service: Service,
+    diagnostics: DiagnosticsDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="the latest this many")] = 100,
+) -> list[ClusterEventOut]:
+    """The Kubernetes events of the project's Deployment, ReplicaSets, pods (gone ones
+    too), Service and route, oldest first, messages redacted."""
+    project = await service.get_project(user_id, project_id)
+    events = await diagnostics.cluster_events(project, limit=limit)
+    return [ClusterEventOut(**event.__dict__) for event in events]
+
+
 @router.get("/healthz", tags=["health"])
 async def healthz() -> dict[str, str]:
     """The process serves requests."""
@@ -395,8 +563,10 @@ def truthful_openapi(api: FastAPI, users: list[str] | None = None) -> dict[str, 
             responses = operation.setdefault("responses", {})
             for response in responses.values():
                 content = response.get("content") or {}
-                if "text/event-stream" in content:
-                    content.pop("application/json", None)
+                if "text/event-stream" in content and not (
+                    (content.get("application/json") or {}).get("schema")
+                ):
+                    content.pop("application/json", None)  # FastAPI's empty default
                 body = content.get("application/json") or {}
                 if str((body.get("schema") or {}).get("$ref", "")).endswith("/HTTPValidationError"):
                     body["schema"] = dict(error)

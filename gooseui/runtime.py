@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient, uri_parser
+from pymongo.errors import AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
 
 from gooseui.chat import ChatService
 from gooseui.cluster import manifests
@@ -21,6 +24,7 @@ from gooseui.cluster.agentenv import DEMO_PROVIDER, AgentEnvSource
 from gooseui.cluster.client import KubeClient
 from gooseui.cluster.environment import Environments
 from gooseui.config import Settings, env_name
+from gooseui.diagnostics import Diagnostics
 from gooseui.embedded import EmbeddedMongo
 from gooseui.errors import Unavailable
 from gooseui.events import EventBus
@@ -35,6 +39,10 @@ from gooseui.service import ProjectService
 from gooseui.store import Document, ProjectStore, create_client
 
 READY_SECONDS = 2.5  # each check of /readyz; the whole answer comes within 3 s
+HEALTH_SECONDS = 10.0  # the process's one background probe runs this often (`Runtime.health`)
+HEALTH_MIN_GAP = 1.0  # and never more often than this, however often it is woken
+
+HealthListener = Callable[[bool, dict[str, Any]], None]
 
 logger = logging.getLogger("gooseui.runtime")
 
@@ -108,7 +116,13 @@ class Runtime:
         self.fanout: EventFanout | None = None
         self.locks: ReplyLocks | None = None
         self.environments: Environments | None = None
+        self.diagnostics: Diagnostics | None = None
         self.loop_lag = LoopLagMonitor()
+        # the process's one health probe (`health()`): its latest result, and who is told
+        self._health: tuple[bool, dict[str, Any]] | None = None
+        self._health_task: asyncio.Task[None] | None = None
+        self._health_listeners: list[HealthListener] = []
+        self._health_wake = asyncio.Event()
 
     @property
     def reconciliation(self) -> Report | None:
@@ -174,6 +188,8 @@ class Runtime:
         )
         await self.fanout.start()
         self.locks = ReplyLocks(database[f"{collection}_reply_locks"], self.replica)
+        agent_env = AgentEnvSource(settings, self.kube, demo)
+        self.diagnostics = Diagnostics(environments, agent_env, cluster_problem=info.problem)
         self.lifecycle = Lifecycle(
             settings,
             store,
@@ -181,7 +197,7 @@ class Runtime:
             environments,
             self.goose,
             cluster_problem=info.problem,
-            agent_env=AgentEnvSource(settings, self.kube, demo),
+            agent_env=agent_env,
             replica=self.replica,
         )
         self._service = ProjectService(
@@ -198,6 +214,7 @@ class Runtime:
             await self.reconciler.start()
         else:
             log(logger, "cluster.unconfigured", logging.WARNING, problem=info.problem)
+        self._health_task = asyncio.create_task(self._probe(), name="health probe")
         log(
             logger,
             "console.started",
@@ -208,6 +225,10 @@ class Runtime:
         )
 
     async def stop(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
+            self._health_task = None
         await self.loop_lag.stop()
         if self.reconciler is not None:
             await self.reconciler.stop()
@@ -233,6 +254,99 @@ class Runtime:
             await self.embedded.stop()
             self.embedded = None
         self._service = None
+        self.diagnostics = None
+
+    # health ----------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """The latest result of the process's one probe (every HEALTH_SECONDS), at once.
+
+        Pages read this instead of probing: a hundred open tabs cost MongoDB and the API
+        server one probe per interval. Before the first result each check is
+        `{"target", "ok": None, "state": "checking"}`; after it, what `readiness()` says,
+        with `state` (`ok` or `failing`) and `checked_at` (ISO 8601 UTC) added. `/readyz`
+        still probes live: it is the kubelet's question.
+        """
+        if self._health is not None:
+            return self._health
+        checking = {"ok": None, "state": "checking"}
+        return False, {
+            "mongodb": {"target": self.database_label, **checking},
+            "cluster": {"target": self.cluster_label, **checking},
+        }
+
+    def on_health_change(self, listener: HealthListener) -> Callable[[], None]:
+        """Call `listener(ready, checks)` after every probe whose outcome differs from the
+        one before (a check turning red or green, or its error changing); returns the
+        function that removes it. Listeners run on the event loop and must not block."""
+        self._health_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._health_listeners:
+                self._health_listeners.remove(listener)
+
+        return remove
+
+    def request_health_check(self) -> None:
+        """Run the probe now rather than at its next tick (at most once per HEALTH_MIN_GAP):
+        for something that just changed, not for polling."""
+        self._health_wake.set()
+
+    def _local_state(self) -> Any:
+        """What the process knows without asking anyone and a check reports (the embedded
+        database restarted): a change makes the probe run early."""
+        if self.embedded is None:
+            return None
+        return (self.embedded.restarts, self.embedded.last_exit)
+
+    async def _probe(self) -> None:
+        """Run the checks every HEALTH_SECONDS (sooner when woken, or when the embedded
+        database restarted), keep the result, tell of changes."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                ready, checks = await self.readiness()
+            except Exception as exc:  # a bug in a check must not end the probe
+                logger.exception("health probe failed")
+                ready, checks = False, {"probe": {"ok": False, "error": str(exc)}}
+            at = datetime.now(UTC).isoformat()
+            for check in checks.values():
+                check.setdefault("state", "ok" if check.get("ok") else "failing")
+                check["checked_at"] = at
+            before = self._health
+            self._health = (ready, checks)
+            if before is None or _outcome(before[1]) != _outcome(checks):
+                if before is not None:
+                    log(
+                        logger,
+                        "health.changed",
+                        logging.INFO if ready else logging.WARNING,
+                        ready=ready,
+                        failing=",".join(n for n, c in checks.items() if not c.get("ok")) or None,
+                    )
+                for listener in list(self._health_listeners):
+                    try:
+                        listener(ready, checks)
+                    except Exception:
+                        logger.exception("health listener failed")
+            await self._until_next_probe(started, self._local_state())
+
+    async def _until_next_probe(self, started: float, local: Any) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = started + HEALTH_SECONDS
+        while (left := deadline - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(self._health_wake.wait(), min(left, 0.5))
+            except TimeoutError:
+                if self._local_state() != local:
+                    break
+                continue
+            break
+        self._health_wake.clear()
+        gap = loop.time() - started
+        if gap < HEALTH_MIN_GAP:
+            await asyncio.sleep(HEALTH_MIN_GAP - gap)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether each dependency answers, with a reason when it does not.
@@ -248,7 +362,7 @@ class Runtime:
         check: dict[str, Any] = {"target": self.database_label}
         try:
             async with asyncio.timeout(READY_SECONDS):
-                await self.service.store.ping()
+                await self._ping()
             check["ok"] = True
         except Unavailable as exc:
             check.update(ok=False, error=exc.detail)
@@ -264,6 +378,31 @@ class Runtime:
             )
         return check
 
+    async def _ping(self) -> None:
+        """Ping MongoDB; a ping that fails on a pooled connection the server has closed is
+        tried once more, on a fresh one, before it counts as a failure.
+
+        PyMongo's async pool pauses reading on an idle connection, so it does not see the
+        server close it (SecantusDB closes connections idle for 5 min, a real server or a
+        load balancer after its own idle time) and hands it out again: the ping fails with
+        "connection is already closed". Reads and writes retry once by themselves; `ping`
+        is a plain command, which PyMongo never retries. The failure has cleared the pool,
+        so the second attempt opens a new connection.
+        """
+        store = self.service.store
+        try:
+            await store.ping()
+        except Unavailable as exc:
+            if not _stale_connection(exc.__cause__):
+                raise
+            log(
+                logger,
+                "mongo.ping_retried",
+                error=str(exc.__cause__).split(" (configured timeouts")[0],
+                note="a pooled connection the server had closed; trying a fresh one",
+            )
+            await store.ping()
+
     async def _cluster_check(self) -> dict[str, Any]:
         cluster: dict[str, Any] = {"target": self.cluster_label}
         if not self.kube.info.configured:
@@ -277,3 +416,16 @@ class Runtime:
         if self.reconciliation is not None:
             cluster["reconciliation"] = self.reconciliation.to_json()
         return cluster
+
+
+def _stale_connection(error: BaseException | None) -> bool:
+    """Whether a MongoDB failure is a connection that broke, not a server that is gone
+    (no server to select) or slow (a timeout)."""
+    return isinstance(error, AutoReconnect) and not isinstance(
+        error, ServerSelectionTimeoutError | NetworkTimeout
+    )
+
+
+def _outcome(checks: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """What a listener is told about: each check's verdict and error."""
+    return {name: (check.get("ok"), check.get("error")) for name, check in checks.items()}

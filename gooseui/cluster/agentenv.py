@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gooseui import redaction
 from gooseui.cluster.client import KubeClient, KubeError, path_for
 from gooseui.config import Settings, env_name
 
@@ -30,25 +31,23 @@ DEFAULTS = {"GOOSE_MODE": "auto"}
 DEMO_PROVIDER = {"GOOSE_PROVIDER": "simulated", "GOOSE_MODEL": "simulated-agent"}
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s/]*@")
+FAILURE_MARK = "***"  # what failure messages show for a secret (the pages show `••••`)
 
 
 def mask_url(text: str) -> str:
-    """Every `scheme://user:password@` in `text` with the password masked."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    """Every `scheme://user:password@` in `text` with the password masked (userinfo without
+    a password, such as a token, masked whole)."""
+    return redaction.mask_url_credentials(text, FAILURE_MARK)
 
 
 def redact(text: str, values: dict[str, str]) -> str:
     """`text` without the secrets of an agent environment (for what the operator is shown).
 
-    Values of secret-looking keys are masked wherever they appear, and passwords in URLs
-    (the agent logs its whole MONGODB_URL); plain settings such as the model stay readable.
+    The rules of `gooseui.redaction` (the environment's values except plain settings such as
+    the model, key-shaped strings, passwords in URLs: the agent logs its whole MONGODB_URL),
+    with `***` for a failure message.
     """
-    for key, value in values.items():
-        if len(value) >= 4 and _SECRET_NAME.search(key) and value in text:
-            text = text.replace(value, "***")
-    return mask_url(text)
+    return redaction.redact_text(text, redaction.secret_values(values), FAILURE_MARK)
 
 
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")

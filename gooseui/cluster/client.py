@@ -12,12 +12,13 @@ streams, and one log line per call carrying the request's correlation id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ CALL_BUDGET = 12.0
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 MAX_RETRY_AFTER = 5.0
+MAX_LINE = 16384
+"""The longest line of a streamed text answer kept whole (a log line is cut there)."""
 
 # kind -> (group-version path, plural, namespaced)
 KINDS: dict[str, tuple[str, str, bool]] = {
@@ -115,6 +118,7 @@ class KubeClient:
         self._api: k8s_client.ApiClient | None = None
         self._stream_api: k8s_client.ApiClient | None = None
         self.info = ClusterInfo(configured=False, label="no cluster")
+        self.streams_open = 0  # text streams (`open_lines`) not closed yet
 
     # set-up ----------------------------------------------------------------------------
 
@@ -195,6 +199,57 @@ class KubeClient:
         attempt gets what is left of it: however the API server fails, refusing or hanging,
         the caller has an answer within `budget`.
         """
+        return _json(
+            await self._exchange(
+                method,
+                path,
+                query=query,
+                body=body,
+                content_type=content_type,
+                accept="application/json",
+                idempotent=idempotent,
+                request_timeout=request_timeout,
+                budget=budget,
+            )
+        )
+
+    async def get_text(
+        self,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        request_timeout: float = CALL_TIMEOUT,
+        budget: float = CALL_BUDGET,
+    ) -> str:
+        """A GET answering plain text (`pods/{name}/log`), with `request`'s retries, timeouts,
+        errors and log line."""
+        raw = await self._exchange(
+            "GET",
+            path,
+            query=query,
+            body=None,
+            content_type="application/json",
+            accept="text/plain, */*",
+            idempotent=True,
+            request_timeout=request_timeout,
+            budget=budget,
+        )
+        return raw.decode("utf-8", "replace")
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None,
+        body: Any,
+        content_type: str,
+        accept: str,
+        idempotent: bool,
+        request_timeout: float,
+        budget: float,
+    ) -> bytes:
+        """One API call (with its retries) returning the body of its 2xx answer."""
         api = self._require()
         attempts = len(RETRY_DELAYS) + 1 if idempotent else 1
         params = [(k, _query_value(v)) for k, v in (query or {}).items() if v is not None]
@@ -215,7 +270,7 @@ class KubeClient:
                     path,
                     method,
                     query_params=list(params),
-                    header_params={"Content-Type": content_type, "Accept": "application/json"},
+                    header_params={"Content-Type": content_type, "Accept": accept},
                     body=body,
                     auth_settings=["BearerToken"],
                     _preload_content=False,
@@ -251,10 +306,9 @@ class KubeClient:
                 ) from exc
             ms = round((time.perf_counter() - started) * 1000, 1)
             log(logger, "k8s.call", method=method, path=path, status=status, ms=ms, attempt=attempt)
-            data = _json(raw)
             if 200 <= status < 300:
-                return data
-            error = _kube_error(status, data, raw)
+                return raw
+            error = _kube_error(status, _json(raw), raw)
             if (
                 status in RETRY_STATUSES
                 and attempt < attempts
@@ -398,6 +452,71 @@ class KubeClient:
         finally:
             response.release()
 
+    async def open_lines(
+        self, path: str, *, query: dict[str, Any] | None = None, max_line: int = MAX_LINE
+    ) -> TextStream:
+        """Open a streamed plain-text answer (`pods/{name}/log?follow=true`): a failure
+        answer raises `KubeError` here, before any line; the `TextStream` then yields the
+        lines as the API server writes them, until it ends the stream or the caller closes
+        it (which closes the connection: nothing keeps reading upstream).
+
+        Runs on the stream pool, like watches. The headers must come within CALL_TIMEOUT;
+        after that there is no read timeout (a quiet container writes nothing for hours).
+        """
+        api = self._require(stream=True)
+        params = [(k, _query_value(v)) for k, v in (query or {}).items() if v is not None]
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                response = await api.call_api(
+                    path,
+                    "GET",
+                    query_params=params,
+                    header_params={"Accept": "text/plain, */*"},
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _request_timeout=aiohttp.ClientTimeout(
+                        connect=CALL_TIMEOUT, sock_connect=CALL_TIMEOUT
+                    ),
+                )
+        except k8s_config.ConfigException as exc:
+            raise ClusterUnavailable(f"The cluster credentials could not be loaded: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log(
+                logger,
+                "k8s.call",
+                logging.WARNING,
+                method="GET",
+                path=path,
+                status=0,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+                stream=True,
+                error=f"{type(exc).__name__}: {exc}".strip(": "),
+            )
+            raise ClusterUnavailable(
+                f"The Kubernetes API server at {self.info.server} does not answer ({exc})."
+            ) from exc
+        log(
+            logger,
+            "k8s.call",
+            method="GET",
+            path=path,
+            status=response.status,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            stream=True,
+        )
+        if response.status != 200:
+            try:
+                raw = await response.read()
+            finally:
+                response.release()
+            raise _kube_error(response.status, _json(raw), raw)
+        self.streams_open += 1
+        return TextStream(response, max_line, on_close=self._stream_closed)
+
+    def _stream_closed(self) -> None:
+        self.streams_open -= 1
+
     # for the service proxy -------------------------------------------------------------
 
     async def auth_headers(self) -> dict[str, str]:
@@ -429,6 +548,61 @@ class KubeClient:
         return context
 
 
+class TextStream:
+    """The lines of an open streamed answer (`KubeClient.open_lines`), decoded, without their
+    line ends; a line longer than `max_line` characters is cut there. A connection lost
+    mid-stream ends it. `aclose()` closes the connection, however far it was read."""
+
+    def __init__(
+        self, response: Any, max_line: int = MAX_LINE, on_close: Callable[[], None] | None = None
+    ) -> None:
+        self._response = response
+        self._max_line = max_line
+        self._on_close = on_close
+        self._lines = self._read()
+        self.closed = False
+
+    async def _read(self) -> AsyncGenerator[str, None]:
+        limit = self._max_line
+        pending = b""
+        try:
+            async for chunk in self._response.content.iter_any():
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    yield _cut(line.decode("utf-8", "replace").removesuffix("\r"), limit)
+                if len(pending) > limit * 4:  # a line with no end in sight
+                    yield _cut(pending.decode("utf-8", "replace"), limit)
+                    pending = b""
+            if pending:
+                yield _cut(pending.decode("utf-8", "replace"), limit)
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+            return  # the stream ended early (the API server or the kubelet went away)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._response.close()  # not release(): an unfinished stream is not drained
+            if self._on_close is not None:
+                self._on_close()
+
+    def __aiter__(self) -> TextStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self.closed:
+            raise StopAsyncIteration
+        return await self._lines.__anext__()
+
+    async def aclose(self) -> None:
+        self._close()
+        # a task still reading sees the connection end, and ends the generator itself
+        with contextlib.suppress(RuntimeError):
+            await self._lines.aclose()
+
+
 def _install_exec_refresh(configuration: k8s_client.Configuration, loader: Any) -> None:
     """Re-run an exec credential plugin (AKS kubelogin) when its token nears expiry.
 
@@ -444,6 +618,10 @@ def _install_exec_refresh(configuration: k8s_client.Configuration, loader: Any) 
             cfg.api_key["BearerToken"] = loader.token
 
     configuration.refresh_api_key_hook = refresh
+
+
+def _cut(line: str, limit: int) -> str:
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _query_value(value: Any) -> str:

@@ -26,6 +26,7 @@ from gooseui.cluster.client import (
     ClusterUnavailable,
     KubeClient,
     KubeError,
+    TextStream,
     path_for,
 )
 from gooseui.cluster.informer import Informers
@@ -517,9 +518,133 @@ class Environments:
         listing = await self.kube.list("/apis/apps/v1/deployments", manifests.MANAGED_SELECTOR)
         return list(listing.get("items") or [])
 
+    # diagnostics -----------------------------------------------------------------------
+
+    async def project_pod(self, user_id: str, project_id: str) -> Obj | None:
+        """The project's newest pod that is not terminating (else the newest terminating
+        one, whose log can still be read), or None: from the cache while it follows the
+        namespace, else from the API server."""
+        namespace = self.namespace(user_id)
+        pods = self.informers["Pod"]
+        if pods.covers(namespace) and not pods.failing_for(namespace):
+            found = pods.select(namespace, {manifests.LABEL_PROJECT: project_id})
+        else:
+            listing = await self.kube.list(
+                path_for("Pod", namespace), f"{manifests.LABEL_PROJECT}={project_id}"
+            )
+            found = list(listing.get("items") or [])
+        return newest_pod(found)
+
+    def _log_path(self, user_id: str, pod: str) -> str:
+        return path_for("Pod", self.namespace(user_id), pod) + "/log"
+
+    async def read_log(
+        self,
+        user_id: str,
+        pod: str,
+        *,
+        container: str = manifests.CONTAINER_NAME,
+        tail: int | None = None,
+        previous: bool = False,
+        timestamps: bool = False,
+    ) -> str:
+        """A container's log through the `pods/{name}/log` subresource (the API server's
+        400 for a container that has not started, or has no previous instance, raises
+        `KubeError`)."""
+        return await self.kube.get_text(
+            self._log_path(user_id, pod),
+            query={
+                "container": container,
+                "tailLines": tail,
+                "previous": previous or None,
+                "timestamps": timestamps or None,
+            },
+        )
+
+    async def follow_log(
+        self,
+        user_id: str,
+        pod: str,
+        *,
+        container: str = manifests.CONTAINER_NAME,
+        tail: int | None = None,
+        timestamps: bool = False,
+        previous: bool = False,
+    ) -> TextStream:
+        """Open a container's log as it writes it (`follow=true`): the last `tail` lines,
+        then each new one, until the container instance ends or the caller closes the
+        stream (which closes the connection; a previous instance has ended: its lines, then
+        the end). Refusals raise `KubeError` here."""
+        return await self.kube.open_lines(
+            self._log_path(user_id, pod),
+            query={
+                "container": container,
+                "follow": True,
+                "previous": previous or None,
+                "tailLines": tail,
+                "timestamps": timestamps or None,
+            },
+        )
+
+    async def project_events(self, user_id: str, project_id: str) -> list[Obj]:
+        """The core/v1 Events of the user's namespace about the project's objects: its
+        Deployment, Service and route (named `proj-<pid>-api`), its ReplicaSets and its
+        pods (named after the Deployment), those gone included.
+
+        Field selectors match exact names only and the pods of a failed activation are
+        deleted by the time an operator asks, so the namespace's events are listed and
+        sorted here by `involvedObject`.
+        """
+        namespace = self.namespace(user_id)
+        listing = await self.kube.request("GET", path_for("Event", namespace))
+        name = manifests.object_name(project_id)
+        return [
+            event
+            for event in listing.get("items") or []
+            if is_project_object(event.get("involvedObject") or {}, namespace, name)
+        ]
+
 
 def replicas_of(deployment: Obj | None) -> int:
     return int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+
+
+# the alphabet of generated suffixes (pod-template-hash, generateName): no vowels, so a
+# suffix never spells `-api` and one project's generated names never look like another's
+_GENERATED = frozenset("bcdfghjklmnpqrstvwxz2456789-")
+_NAMED_KINDS = frozenset({"Deployment", "Service", "Ingress", "HTTPRoute"})
+_GENERATED_KINDS = frozenset({"ReplicaSet", "Pod"})
+
+
+def is_project_object(ref: Obj, namespace: str, name: str) -> bool:
+    """Whether an `involvedObject` reference names one of the project's objects: `name`
+    itself (Deployment, Service, route), or a ReplicaSet or pod generated from it
+    (`<name>-<hash>`, `<name>-<hash>-<suffix>`)."""
+    if ref.get("namespace") not in (None, "", namespace):
+        return False
+    kind, ref_name = ref.get("kind"), str(ref.get("name") or "")
+    if kind in _NAMED_KINDS:
+        return ref_name == name
+    if kind in _GENERATED_KINDS and ref_name.startswith(name + "-"):
+        rest = ref_name[len(name) + 1 :]
+        return bool(rest) and set(rest) <= _GENERATED
+    return False
+
+
+def newest_pod(pods: list[Obj]) -> Obj | None:
+    """The newest pod that is not terminating, else the newest terminating one."""
+    if not pods:
+        return None
+
+    def age(pod: Obj) -> tuple[bool, str, str]:
+        meta = pod.get("metadata") or {}
+        return (
+            not meta.get("deletionTimestamp"),
+            str(meta.get("creationTimestamp") or ""),
+            str(meta.get("name") or ""),
+        )
+
+    return max(pods, key=age)
 
 
 def generation_of(obj: Obj | None) -> int:
