@@ -43,6 +43,15 @@ INDEXES: list[tuple[str, list[tuple[str, int]], bool]] = [
 ]
 
 
+TURNS_INDEX = [
+    ("user_id", ASCENDING),
+    ("project_id", ASCENDING),
+    ("session_id", ASCENDING),
+    ("at", ASCENDING),
+]
+MAX_TURNS = 1000  # of one conversation, read back with its history
+
+
 class DuplicateName(Conflict):
     code = "DuplicateName"
 
@@ -97,10 +106,14 @@ def create_client(uri: str) -> AsyncMongoClient[Document]:
     lowered = uri.lower()
     # socketTimeoutMS: a server that accepts and never answers (stopped, swapping) fails an
     # operation in 10 s instead of holding it, and whoever waits on it, for ever
+    # maxIdleTimeMS: a pooled connection idle for 4 min is closed by the client before a
+    # server that drops idle ones (SecantusDB after 5 min, a cloud load balancer) does; the
+    # pool otherwise hands out the dead socket, and a command that is not retried fails
     defaults = (
         ("serverSelectionTimeoutMS", 5000),
         ("connectTimeoutMS", 5000),
         ("socketTimeoutMS", 10000),
+        ("maxIdleTimeMS", 240000),
     )
     for name, value in defaults:
         if name.lower() not in lowered:
@@ -114,6 +127,8 @@ class ProjectStore:
     def __init__(self, client: AsyncMongoClient[Document], database: str, collection: str) -> None:
         self._client = client
         self._collection: AsyncCollection[Document] = client[database][collection]
+        # what the agent's history does not keep of a reply (its tool calls and errors)
+        self._turns: AsyncCollection[Document] = client[database][f"{collection}_turns"]
         # a write's read-back must see the write: whatever read preference the URI sets
         self._primary = self._collection.with_options(read_preference=ReadPreference.PRIMARY)
         self._indexes_ready = False
@@ -140,6 +155,7 @@ class ProjectStore:
                 return
             for name, keys, unique in INDEXES:
                 await self._collection.create_index(keys, name=name, unique=unique)
+            await self._turns.create_index(TURNS_INDEX, name="project_session")
             self._indexes_ready = True
             log(logger, "mongo.indexes", collection=self._collection.full_name)
 
@@ -341,7 +357,7 @@ class ProjectStore:
         self._logged("set_session", started, user_id=user_id, project_id=project_id)
 
     async def delete(self, user_id: str, project_id: str, expected: Iterable[Status]) -> bool:
-        """Remove the record if its status is one of `expected`."""
+        """Remove the record if its status is one of `expected`, and its reply records."""
         started = time.perf_counter()
         allowed = [str(s) for s in expected]
         async with self._guard("delete"):
@@ -355,7 +371,47 @@ class ProjectStore:
             project_id=project_id,
             result="ok" if result.deleted_count else "no-match",
         )
+        if result.deleted_count:
+            started = time.perf_counter()
+            async with self._guard("delete_turns"):
+                turns = await self._turns.delete_many(
+                    {"user_id": user_id, "project_id": project_id}
+                )
+            self._logged(
+                "delete_turns",
+                started,
+                user_id=user_id,
+                project_id=project_id,
+                deleted=turns.deleted_count,
+            )
         return bool(result.deleted_count)
+
+    async def add_turn(self, doc: Document) -> None:
+        """Keep what a reply showed besides its text (the agent's history drops it)."""
+        started = time.perf_counter()
+        async with self._guard("add_turn"):
+            await self._turns.insert_one(doc)
+        self._logged(
+            "add_turn",
+            started,
+            user_id=doc["user_id"],
+            project_id=doc["project_id"],
+            session_id=doc["session_id"],
+            events=len(doc.get("events") or ()),
+        )
+
+    async def turns(self, user_id: str, project_id: str, session_id: str) -> list[Document]:
+        """The recorded replies of one conversation, oldest first."""
+        async with self._guard("turns"):
+            cursor = (
+                self._turns.find(
+                    {"user_id": user_id, "project_id": project_id, "session_id": session_id},
+                    {"_id": 0},
+                )
+                .sort("at", ASCENDING)
+                .limit(MAX_TURNS)
+            )
+            return await cursor.to_list()
 
 
 def _duplicate(exc: DuplicateKeyError, name: str) -> Conflict:
