@@ -32,7 +32,7 @@ from gooseui.goose import GooseClient, GooseUnreachable
 from gooseui.locks import ReplyLocks
 from gooseui.logs import log
 from gooseui.models import Project, Status
-from gooseui.store import ProjectStore
+from gooseui.store import ProjectStore, now
 from gooseui.textrules import message_problem
 
 logger = logging.getLogger("gooseui.chat")
@@ -139,6 +139,8 @@ class Reply:
         self._buffer = b""
         self._completed = False
         self._errored = False
+        # the reply's tool calls and errors, kept for its history (the agent keeps only text)
+        self._kept: list[dict[str, Any]] = []
 
     async def _read(
         self, response: httpx.Response, queue: asyncio.Queue[bytes | BaseException | None]
@@ -190,9 +192,17 @@ class Reply:
         out, self._buffer = take_complete(data)
         if out.startswith(b":") or b"\n:" in out:  # drop the agent's keep-alives
             out = b"".join(b for b in split_events(out)[0] if not _is_comment(b))
+        if b'"tool_re' in out or b'"error"' in out:  # parsed only when there is one
+            self._keep(out)
         if out and not self._completed and b"complete" in out:
             self._note_kinds(out)
         return out
+
+    def _keep(self, out: bytes) -> None:
+        for block in split_events(out)[0]:
+            payload = event_payload(block)
+            if payload is not None and payload.get("type") in KEPT and len(self._kept) < 200:
+                self._kept.append(kept_event(payload))
 
     def _note_kinds(self, out: bytes) -> None:
         """Whether the relayed events hold the agent's `complete` or an `error`."""
@@ -307,11 +317,18 @@ class Reply:
                     user_id=self.project.user_id,
                     project_id=self.project.project_id,
                 )
-                yield sse({"type": "error", "content": {"message": failure[1], "code": failure[0]}})
+                error_event = {
+                    "type": "error",
+                    "content": {"message": failure[1], "code": failure[0]},
+                }
+                self._kept.append(error_event)
+                yield sse(error_event)
         finally:
             with anyio.CancelScope(shield=True):  # a caller's disconnect cancels us; finish
                 await self._stop_reader()
                 await self.aclose()
+            if self._kept:
+                self._chat._keep_turn(self.project, self.session_id, self._message, self._kept)
 
     async def aclose(self) -> None:
         """Close the upstream request (the agent stops) and free the session."""
@@ -335,6 +352,45 @@ def _stream_failure(exc: BaseException) -> tuple[str, str]:
     return ("StreamInterrupted", f"The reply failed: {exc}")
 
 
+KEPT = {"tool_request", "tool_response", "error"}
+MAX_KEPT_RESULT = 8192  # characters of a tool's result kept for the history
+
+
+def kept_event(payload: dict[str, Any]) -> dict[str, Any]:
+    """The part of a tool call or error worth showing again after a reload, bounded."""
+    content = payload.get("content") or {}
+    kind = payload.get("type")
+    if kind == "tool_request":
+        kept = {k: content.get(k) for k in ("id", "tool_name", "arguments")}
+    elif kind == "tool_response":
+        kept = {k: content.get(k) for k in ("id", "is_error", "result")}
+    else:
+        kept = {k: content[k] for k in ("message", "error", "code") if k in content}
+    for key, value in kept.items():
+        text = json.dumps(value, default=str)
+        if len(text) > MAX_KEPT_RESULT:
+            kept[key] = {"truncated": text[:MAX_KEPT_RESULT]}
+    return {"type": kind, "content": kept}
+
+
+def attach_turns(messages: list[dict[str, Any]], turns: list[dict[str, Any]]) -> None:
+    """Give each user message the kept events of the reply it prompted (`events`).
+
+    Turns are matched in order by the message's text: the agent's history has no ids, and a
+    turn whose message is gone (the agent compacted its history) is skipped.
+    """
+    position = 0
+    for message in messages:
+        if str(message.get("role", "")).lower() != "user":
+            continue
+        text = str(message.get("content", ""))
+        for index in range(position, len(turns)):
+            if turns[index].get("message") == text:
+                message["events"] = turns[index].get("events") or []
+                position = index + 1
+                break
+
+
 class ChatService:
     """Sessions and replies of active projects."""
 
@@ -354,6 +410,30 @@ class ChatService:
         # sessions this console made or saw a reply in: an explicit one of these needs no
         # look-up before its message (a forgotten one still answers with the agent's error)
         self._known: OrderedDict[str, None] = OrderedDict()
+        self._saving: set[asyncio.Task[None]] = set()
+
+    def _keep_turn(
+        self, project: Project, session_id: str, message: str, events: list[dict[str, Any]]
+    ) -> None:
+        """Store a reply's tool calls and errors, after the reply (it is not held up)."""
+        doc = {
+            "user_id": project.user_id,
+            "project_id": project.project_id,
+            "session_id": session_id,
+            "message": message,
+            "events": events,
+            "at": now(),
+        }
+
+        async def save() -> None:
+            try:
+                await self.store.add_turn(doc)
+            except GooseUIError as exc:  # the reply was shown; only its reload loses tools
+                log(logger, "chat.turn_not_kept", logging.WARNING, error=exc.detail)
+
+        task = asyncio.create_task(save())
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
 
     def _forget(self, session_id: str) -> None:
         self._known.pop(session_id, None)
@@ -425,7 +505,15 @@ class ChatService:
             history = await self.goose.history(endpoint, project.goose_session_id)
         except GooseUnreachable as exc:
             raise _unreachable(exc) from None
-        return history if history is not None else {**empty, "session_id": None}
+        if history is None:
+            return {**empty, "session_id": None}
+        messages = history.get("messages")
+        if isinstance(messages, list) and messages:
+            turns = await self.store.turns(
+                project.user_id, project.project_id, project.goose_session_id
+            )
+            attach_turns(messages, turns)
+        return history
 
     async def send(self, project: Project, message: str, session_id: str | None = None) -> Reply:
         """Check, then open the agent's reply; errors before the stream are raised here.

@@ -15,6 +15,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from gooseui.devcluster import SimClusterThread
+from gooseui.store import ProjectStore, create_client
 from tests.conftest import live_console
 
 
@@ -284,3 +285,40 @@ async def test_caller_gone_before_the_first_byte_frees_the_session(chat: Chat) -
         assert response.json()["code"] == "ReplyRunning"
         await asyncio.sleep(0.05)
     assert response.status_code == 200, "the session stayed locked after the caller left"
+
+
+async def test_tool_calls_and_errors_are_kept_in_the_history(chat: Chat) -> None:
+    """The agent's history keeps only text; the console keeps each reply's tool calls and
+    errors, and gives them back with the user message that prompted them."""
+    await stream(chat, "hello, please use a tool")
+    chat.sim.agent_die_after(5)
+    await stream(chat, "this reply will be cut")
+    await stream(chat, "plain again")
+
+    async def kept() -> list[dict[str, Any]]:
+        history = (await chat.http.get(f"{chat.path}/messages")).json()
+        return [m for m in history["messages"] if m["role"].lower() == "user"]
+
+    for _ in range(100):  # the records are written just after each reply
+        users = await kept()
+        if len(users) == 3 and all("events" in m for m in users[:2]):
+            break
+        await asyncio.sleep(0.05)
+    tool, cut, plain = users
+    kinds = [e["type"] for e in tool["events"]]
+    assert kinds == ["tool_request", "tool_response"]
+    assert tool["events"][0]["content"]["tool_name"] == "developer__shell"
+    assert cut["events"][-1]["type"] == "error"
+    assert cut["events"][-1]["content"]["code"] == "StreamInterrupted"
+    assert "events" not in plain  # a plain reply leaves nothing to keep
+    # deleting the project deletes what was kept of its replies
+    assert (await chat.http.post(f"{chat.path}/deactivate")).status_code == 200
+    assert (await chat.http.delete(chat.path)).status_code == 204
+
+    client = create_client(chat.env["MONGO_URI"])
+    store = ProjectStore(client, chat.env["MONGO_DB"], "projects")
+    try:
+        raw = await store._turns.count_documents({"project_id": chat.project["project_id"]})
+    finally:
+        await client.close()
+    assert raw == 0
