@@ -195,14 +195,24 @@ class Lifecycle:
         """Every LEASE_SECONDS/3, one write renews the leases of all running transitions."""
         while self._tasks:
             await asyncio.sleep(LEASE_SECONDS / 3)
+            running = dict(self._tasks)
             try:
-                lost = await self.store.renew_leases(self.replica, list(self._tasks))
+                lost = await self.store.renew_leases(self.replica, list(running))
+                lost = {key for key in lost if await self._taken_over(key, running[key])}
             except GooseUIError:
                 continue  # MongoDB blipped: renew again; a lease may lapse meanwhile
             for uid, pid in lost:
                 # another replica took the work over (this one could not renew in time):
                 # this one's last write will fail, and say so
                 log(logger, "project.lease_lost", logging.WARNING, user_id=uid, project_id=pid)
+
+    async def _taken_over(self, key: tuple[str, str], task: asyncio.Task[Project]) -> bool:
+        """Whether a lease found lost was taken, not given up by its transition's last write
+        (which releases it) while the renewal was under way."""
+        if task.done() or self._tasks.get(key) is not task:
+            return False
+        doc = await self.store.get(*key)
+        return doc is not None and Status(doc["status"]).in_transition
 
     async def _outcome(self, task: asyncio.Task[Project], wait: bool, started: Project) -> Project:
         if not wait:
