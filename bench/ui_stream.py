@@ -71,11 +71,11 @@ def run_once(
         project = httpx.post(f"{base}/users/alice/projects", json={"name": "ui"}).json()
         path = f"/users/alice/projects/{project['project_id']}"
         assert httpx.post(f"{base}{path}/activate", timeout=60).status_code == 200
-        driver.get(base + "/")
+        # the project's own page, where the chat is
+        driver.get(f"{base}/ui/users/alice/projects/{project['project_id']}")
         until(lambda: "Endpoint:" in driver.find_element(By.TAG_NAME, "body").text)
-        driver.find_element(By.XPATH, "//*[normalize-space(text())='Chat']").click()
         field = driver.find_element(
-            By.XPATH, "//label[.//*[normalize-space(text())='Message']]//input"
+            By.XPATH, "//label[.//*[normalize-space(text())='Message']]//textarea"
         )
         until(field.is_displayed)
         httpx.get(f"{base}/debug/loop-lag", params={"reset": "true"})

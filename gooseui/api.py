@@ -24,8 +24,9 @@ from starlette.routing import Match, Route
 
 from gooseui.chat import Reply
 from gooseui.diagnostics import Diagnostics, LogFollow
-from gooseui.errors import GooseUIError, Unavailable
+from gooseui.errors import GooseUIError, NotFound, Unavailable
 from gooseui.events import ProjectEvent
+from gooseui.logs import log
 from gooseui.models import (
     ChatEvent,
     MessageIn,
@@ -36,6 +37,8 @@ from gooseui.models import (
     User,
 )
 from gooseui.service import ProjectService
+
+logger = logging.getLogger("gooseui.api")
 
 KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -197,33 +200,17 @@ async def events(
     user_id: str, project_id: str, request: Request, service: Service
 ) -> StreamingResponse:
     """Server-sent events: the current status first, then every progress and status change."""
-    project = await service.get_project(user_id, project_id)
+    await service.get_project(user_id, project_id)  # 404 before the stream starts
 
     async def stream() -> AsyncIterator[bytes]:
-        async with service.bus.subscribe(user_id, project_id) as queue:
-            # read again once subscribed, so no change can fall between snapshot and feed
-            try:
-                current = await service.get_project(user_id, project_id)
-            except GooseUIError:
-                current = project
-            first = ProjectEvent(
-                user_id,
-                project_id,
-                str(current.status),
-                "current",
-                current.status_message or str(current.status),
-                current.status_reason,
-            )
-            yield _sse(first)
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                yield _sse(event)
-                if event.status == "deleted":
-                    return
+        try:
+            async with service.progress(user_id, project_id, KEEPALIVE_SECONDS) as events:
+                async for event in events:
+                    yield b": keep-alive\n\n" if event is None else _sse(event)
+        except NotFound:
+            return  # deleted between the check and the subscription: nothing more to tell
+        except GooseUIError as exc:  # MongoDB went away mid-stream: end it, the caller retries
+            log(logger, "events.stream_ended", logging.WARNING, error=exc.detail)
 
     return StreamingResponse(
         stream(),
@@ -671,7 +658,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logging.getLogger("gooseui.api").error("unexpected error", exc_info=exc)
+        logger.error("unexpected error", exc_info=exc)
         return _error(500, f"Internal error: {type(exc).__name__}: {exc}"[:300], "InternalError")
 
     app.add_exception_handler(Exception, unexpected)

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from nicegui import app, ui
+from nicegui.storage import Storage
 
 from gooseui import api
 from gooseui import ui as pages
@@ -52,6 +53,9 @@ def build(
     """Register the console on NiceGUI's app; the runtime starts with the app's lifespan."""
     runtime = Runtime(settings, simulated=simulated)
     app.state.runtime = runtime
+    # each browser's last user (`/` opens it) is kept with the console's data, not in the
+    # working directory
+    Storage.path = (settings.data_dir / "browser-storage").resolve()
     rest = api.create_api(runtime)
     # the REST routes sit beside the pages, in front of NiceGUI's middlewares (see ApiDispatcher)
     # outermost, so every answer (a 413 here, a 500 from either app) carries the request's id

@@ -11,6 +11,7 @@ import base64
 import logging
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 from gooseui.chat import ChatService, Reply
@@ -168,38 +169,49 @@ class ProjectService:
 
     # progress --------------------------------------------------------------------------
 
+    @asynccontextmanager
     async def progress(
         self, user_id: str, project_id: str | None = None, keepalive: float | None = None
-    ) -> AsyncIterator[ProjectEvent | None]:
-        """The events of one project (or all of a user's), as they happen.
+    ) -> AsyncIterator[AsyncIterator[ProjectEvent | None]]:
+        """The events of one project (or all of a user's), as they happen, from the moment
+        this is entered: read what to show after entering, and no change slips between.
 
-        For one project the first event is its status now (step `current`), read after
-        subscribing so that no change falls between the two; the stream ends once the
-        project is deleted. With `keepalive`, None comes after that many silent seconds.
+        For one project the first event is its status now (step `current`), and the events
+        end once the project is deleted. With `keepalive`, None comes after that many
+        silent seconds.
         """
         self.get_user(user_id)
         if project_id is not None:
             await self.get_project(user_id, project_id)
         async with self.bus.subscribe(user_id, project_id) as queue:
-            if project_id is not None:
-                current = await self.get_project(user_id, project_id)
-                yield ProjectEvent(
-                    user_id,
-                    project_id,
-                    str(current.status),
-                    str(Step.CURRENT),
-                    current.status_message or str(current.status),
-                    current.status_reason,
-                )
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), keepalive)
-                except TimeoutError:
-                    yield None
-                    continue
-                yield event
-                if project_id is not None and event.status == "deleted":
-                    return
+            yield self._events(queue, user_id, project_id, keepalive)
+
+    async def _events(
+        self,
+        queue: asyncio.Queue[ProjectEvent],
+        user_id: str,
+        project_id: str | None,
+        keepalive: float | None,
+    ) -> AsyncIterator[ProjectEvent | None]:
+        if project_id is not None:
+            current = await self.get_project(user_id, project_id)
+            yield ProjectEvent(
+                user_id,
+                project_id,
+                str(current.status),
+                str(Step.CURRENT),
+                current.status_message or str(current.status),
+                current.status_reason,
+            )
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), keepalive)
+            except TimeoutError:
+                yield None
+                continue
+            yield event
+            if project_id is not None and event.status == "deleted":
+                return
 
     async def timeline(self, user_id: str, project_id: str) -> list[ProjectEvent]:
         """The steps of the project's current or last transition, oldest first.

@@ -79,6 +79,7 @@ async def test_create_rename_delete(user: User, caplog: pytest.LogCaptureFixture
     user.find(marker=f"delete-{pid}").click()
     await user.should_see("Delete project 'Beta'?", retries=20)
     user.find(marker="delete-confirm").click()
+    await user.should_see("Project 'Beta' deleted.", retries=100)  # a toast says it is gone
     await user.should_see("No projects yet", retries=100)
     assert await service().list_projects("alice") == []
 
@@ -90,10 +91,10 @@ async def test_activate_chat_stop_new_conversation_deactivate(
     pid = await create_via_ui(user, "Live")
     user.find(marker=f"activate-{pid}").click()
     await wait_status("alice", pid, "active")
-    await user.should_see("Endpoint:", retries=50)
-    # chat: the reply is visible while it is still streaming
+    # Chat opens the project's page, where the chat is
     sim.set_agent(delta_delay=0.05)
     user.find(marker=f"chat-{pid}").click()
+    await user.should_see("Endpoint:", retries=50)
     await user.should_see(marker="message", retries=20)
     user.find(marker="message").type("hello there")
     user.find(marker="send").click()
@@ -153,7 +154,11 @@ async def test_change_over_rest_appears_live(user: User) -> None:
         response = await http.post(f"/users/alice/projects/{project.project_id}/activate")
         assert response.status_code == 200
     await user.should_see(marker=f"deactivate-{project.project_id}", retries=50)
-    await user.should_see("Endpoint:", retries=50)
+
+    async def shown_active() -> bool:
+        return user.find(marker=f"status-{project.project_id}").elements.pop().text == "active"
+
+    await eventually(shown_active)
 
 
 async def test_chat_on_inactive_project_offers_activate(user: User) -> None:

@@ -904,6 +904,21 @@ def greet(name: str) -> str:
 | tests | done |
 | code | in progress |
 
+### Checklist
+
+- item 1: read the issue
+- item 2: find the module
+- item 3: write a failing test
+- item 4: make it pass
+- item 5: run the linter
+- item 6: run the whole suite
+- item 7: measure
+- item 8: write the note
+- item 9: review the diff
+- item 10: commit
+- item 11: push
+- item 12: close the issue
+
 <img src="https://example.invalid/pixel.png" onerror="alert(1)"> raw HTML, as models emit it
 
 ![a chart](https://example.invalid/chart.png)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from nicegui import ui
 from nicegui.elements.markdown import prepare_content
 
-from gooseui.ui import console
+from gooseui.ui import project_page, users
+from gooseui.ui.layout import LANGUAGE
 
 
 def _warm_up_markdown() -> None:
@@ -19,5 +20,10 @@ def _warm_up_markdown() -> None:
 
 
 def register() -> None:
+    """The pages sit under `/ui/`, beside the REST routes at `/users/...` (JSON)."""
     _warm_up_markdown()
-    ui.page("/", title="gooseui")(console.page)
+    ui.page("/", title="gooseui", language=LANGUAGE)(users.home)
+    ui.page("/ui/users/{user_id}", title="gooseui", language=LANGUAGE)(users.page)
+    ui.page("/ui/users/{user_id}/projects/{project_id}", title="gooseui", language=LANGUAGE)(
+        project_page.page
+    )

@@ -1,7 +1,9 @@
-"""The chat panel: history, a streaming reply rendered in batches, tools, Stop, New conversation.
+"""The chat with a project's agent: history, a streaming reply rendered in batches, tools, Stop.
 
 A reply can bring thousands of deltas; re-rendering Markdown for each would stall the event
-loop. Deltas are buffered and the Markdown is rendered at most ten times a second.
+loop. Deltas are buffered and the Markdown is rendered at most ten times a second. The view
+follows the reply while the operator is at the bottom, and stops following once they
+scroll up (a "Jump to latest" button brings them back).
 """
 
 from __future__ import annotations
@@ -14,76 +16,105 @@ import time
 from typing import Any
 
 from nicegui import background_tasks, ui
+from nicegui.events import ScrollEventArguments
 
 from gooseui.chat import event_payload, split_events
 from gooseui.errors import GooseUIError
 from gooseui.logs import bind_request_id, log
-from gooseui.models import Project, Status
+from gooseui.models import Project
 from gooseui.service import ProjectService
 from gooseui.ui.markdown import AgentMarkdown
 from gooseui.ui.projects import notify_error
 
-# Seconds between Markdown renders of a streaming reply: at most ten a second. The variable
-# exists for bench/ui_stream.py, which compares against rendering every delta (0).
 logger = logging.getLogger("gooseui.ui.chat")
 
+# Seconds between Markdown renders of a streaming reply: at most ten a second. The variable
+# exists for bench/ui_stream.py, which compares against rendering every delta (0).
 RENDER_INTERVAL = float(os.environ.get("GOOSEUI_UI_RENDER_INTERVAL", "0.1"))
+SCROLLED_UP_PX = 24  # a move up by more than this is the operator reading back
 
 
 class ChatPanel:
-    """Chat with the agent of one project at a time."""
+    """Chat with the agent of one project."""
 
     def __init__(self, service: ProjectService) -> None:
         self.service = service
         self.project: Project | None = None
         self.task: asyncio.Task[None] | None = None
         self.renders = 0
-        with ui.card().classes("w-full").mark("chat-panel") as self.card:
+        self.following = True
+        self._position = 0.0
+        with ui.column().classes("w-full h-full gap-2 no-wrap").mark("chat-panel") as self.card:
             with ui.row().classes("w-full items-center justify-between"):
                 self.title = ui.label("Chat").classes("text-lg font-medium")
                 self.new_button = (
                     ui.button(
                         "New conversation", icon="add_comment", on_click=self.new_conversation
                     )
-                    .props("flat")
+                    .props("flat no-caps")
                     .mark("new-conversation")
                 )
             self.inactive = ui.row().classes("items-center gap-2")
-            self.messages = (
-                ui.column().classes("w-full gap-2 max-h-[60vh] overflow-auto").mark("messages")
-            )
-            with ui.row().classes("w-full items-center no-wrap") as self.composer:
-                self.input = ui.input("Message").classes("grow").mark("message")
-                self.input.on("keydown.enter", self.send)
-                self.send_button = ui.button("Send", icon="send", on_click=self.send).mark("send")
+            with ui.element("div").classes("relative w-full grow min-h-0"):
+                self.scroll = (
+                    ui.scroll_area(on_scroll=self._scrolled)
+                    .classes("w-full h-full border rounded bg-white")
+                    .mark("chat-scroll")
+                )
+                with self.scroll:
+                    self.messages = ui.column().classes("w-full gap-2 p-2").mark("messages")
+                self.jump = (
+                    ui.button("Jump to latest", icon="arrow_downward", on_click=self._jump)
+                    .props("rounded dense no-caps")
+                    .classes("absolute bottom-2 right-4")
+                    .mark("jump")
+                )
+                self.jump.set_visibility(False)
+            with ui.row().classes("w-full items-end no-wrap gap-2") as self.composer:
+                self.input = (
+                    ui.textarea("Message")
+                    .props("autogrow outlined dense rows=1")
+                    .classes("grow")
+                    .mark("message")
+                )
+                # Enter sends; Shift+Enter (any modifier) is left to the textarea: a new line
+                self.input.on("keydown.enter.exact.prevent", self.send)
+                self.send_button = ui.button(icon="send", on_click=self.send).mark("send")
+                self.send_button._props["aria-label"] = "Send"
                 self.stop_button = (
                     ui.button("Stop", icon="stop_circle", on_click=self.stop)
-                    .props("color=negative")
+                    .props("color=negative no-caps")
                     .mark("stop")
                 )
                 self.stop_button.set_visibility(False)
-        self.card.set_visibility(False)
+            self.hint = ui.label("Enter sends · Shift+Enter adds a line").classes(
+                "text-xs text-gray-600"
+            )
+
+    @property
+    def streaming(self) -> bool:
+        return self.task is not None
 
     async def open(self, project: Project) -> None:
         """Show `project`'s conversation: render now, load the history after."""
         if self.task is not None:
             self.stop()  # reopening clears the messages, the streaming reply among them
         self.project = project
-        self.card.set_visibility(True)
         self.title.set_text(f"Chat — {project.name}")
         self.messages.clear()
         self.inactive.clear()
-        active = project.status == Status.ACTIVE
-        self.composer.set_visibility(active)
-        self.new_button.set_visibility(active)
+        active = project.status.can_chat
+        for element in (self.composer, self.new_button, self.hint):
+            element.set_visibility(active)
         if not active:
             with self.inactive:
                 ui.label(
                     f"Project {project.name!r} is {project.status}; activate it to chat."
                 ).mark("chat-inactive")
-                ui.button("Activate", icon="play_arrow", on_click=self._activate).mark(
-                    "chat-activate"
-                )
+                if project.status.can_activate:
+                    ui.button("Activate", icon="play_arrow", on_click=self._activate).mark(
+                        "chat-activate"
+                    )
             return
         try:
             history = await self.service.history(project.user_id, project.project_id)
@@ -92,13 +123,36 @@ class ChatPanel:
             return
         with self.messages:
             for message in history.get("messages", []):
-                self._message(message.get("role", ""), message.get("content", ""))
+                self._message(message.get("role", ""), _text(message.get("content", "")))
+                # the tool calls and errors of the reply to it, which the console kept
+                tools: dict[str, ui.column] = {}
+                for event in message.get("events") or []:
+                    self._event(event, [], tools)
+        self.following = True
+        self._follow()
 
     async def refresh(self, project: Project) -> None:
-        """The project changed (e.g. became active): reopen unless a reply is streaming."""
-        if self.project and project.project_id == self.project.project_id and self.task is None:
-            if project.status != self.project.status:
-                await self.open(project)
+        """The project changed elsewhere: an end to the chat when it can no longer chat."""
+        if self.project is None or project.project_id != self.project.project_id:
+            return
+        was = self.project.status
+        self.project = project
+        if project.status == was:
+            return
+        if not project.status.can_chat:
+            self.stop()
+        if self.task is None:
+            await self.open(project)
+
+    def close(self, why: str) -> None:
+        """The project is gone: nothing more can be sent."""
+        self.stop()
+        self.composer.set_visibility(False)
+        self.new_button.set_visibility(False)
+        self.hint.set_visibility(False)
+        self.inactive.clear()
+        with self.inactive:
+            ui.label(why).classes("text-red-700").mark("chat-closed")
 
     async def _activate(self) -> None:
         bind_request_id()  # one id per operator action, on every log line
@@ -112,9 +166,38 @@ class ChatPanel:
         if role.lower() == "user":
             with ui.row().classes("w-full justify-end"):
                 return ui.label(content).classes(
-                    "bg-blue-50 rounded px-3 py-2 whitespace-pre-wrap max-w-[80%]"
+                    "bg-blue-50 rounded px-3 py-2 whitespace-pre-wrap max-w-[85%] break-words"
                 )
-        return AgentMarkdown(content).classes("w-full")
+        return AgentMarkdown(content).classes("w-full overflow-x-auto break-words")
+
+    # following the reply ------------------------------------------------------------
+
+    def _scrolled(self, event: ScrollEventArguments) -> None:
+        at_bottom = (
+            event.vertical_size <= event.vertical_container_size
+            or event.vertical_position + event.vertical_container_size
+            >= event.vertical_size - SCROLLED_UP_PX
+        )
+        if at_bottom:
+            self.following = True
+            self.jump.set_visibility(False)
+        elif event.vertical_position < self._position - SCROLLED_UP_PX:
+            self.following = False  # the operator scrolled up to read
+        self._position = event.vertical_position
+
+    def _follow(self) -> None:
+        """After new content: to the bottom if following, else offer the way there."""
+        if self.following:
+            self.scroll.scroll_to(percent=1.0)
+        else:
+            self.jump.set_visibility(True)
+
+    def _jump(self) -> None:
+        self.following = True
+        self.jump.set_visibility(False)
+        self.scroll.scroll_to(percent=1.0)
+
+    # sending ------------------------------------------------------------------------
 
     async def new_conversation(self) -> None:
         bind_request_id()  # one id per operator action, on every log line
@@ -144,6 +227,8 @@ class ChatPanel:
         self.input.set_value("")
         with self.messages:
             self._message("user", text)
+        self.following = True  # sending means reading the answer
+        self._follow()
         self.task = background_tasks.create(self._in_slot(reply), name="chat stream")
         self.task.add_done_callback(lambda _: background_tasks.create(reply.aclose()))
 
@@ -163,7 +248,7 @@ class ChatPanel:
         started = time.perf_counter()
         tools: dict[str, ui.column] = {}
         with self.messages:
-            answer = AgentMarkdown("").classes("w-full").mark("reply")
+            answer = AgentMarkdown("").classes("w-full overflow-x-auto break-words").mark("reply")
             timer = ui.timer(RENDER_INTERVAL, lambda: flush()) if RENDER_INTERVAL else None
         self.stop_button.set_visibility(True)
         self.send_button.set_enabled(False)
@@ -175,6 +260,7 @@ class ChatPanel:
                 shown = current
                 answer.set_content(current)
                 self.renders += 1
+                self._follow()
 
         try:
             async for chunk in reply.events():
@@ -188,8 +274,9 @@ class ChatPanel:
             flush()
             with self.messages:
                 ui.label("Reply stopped. The agent does not keep a stopped reply.").classes(
-                    "text-sm text-gray-500"
+                    "text-sm text-gray-600"
                 ).mark("stopped")
+            self._follow()
             raise
         finally:
             if timer is not None:
@@ -221,6 +308,7 @@ class ChatPanel:
                     tools[str(content.get("id"))] = column = ui.column().classes("w-full")
                     with column:
                         ui.code(json.dumps(content.get("arguments", {}), indent=2), language="json")
+            self._follow()
         elif kind == "tool_response":
             column = tools.get(str(content.get("id")))
             if column is not None:
@@ -230,4 +318,14 @@ class ChatPanel:
         elif kind == "error":
             message = content.get("message") or content.get("error") or "The agent failed."
             with self.messages:
-                ui.label(f"Error: {message}").classes("text-negative").mark("chat-error")
+                ui.label(f"Error: {message}").classes("text-red-700").mark("chat-error")
+            self._follow()
+
+
+def _text(content: Any) -> str:
+    """A history message's text: a string, or the text parts of a list of contents."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return str(content)
