@@ -67,6 +67,19 @@ class ClusterEvent:
     count: int
 
 
+@dataclass(frozen=True)
+class Quota:
+    """A ResourceQuota of the user's namespace: its limits and what is used of them."""
+
+    name: str
+    hard: dict[str, str]
+    used: dict[str, str]
+
+    def full(self) -> list[str]:
+        """The resources used up to their limit."""
+        return [key for key, limit in self.hard.items() if self.used.get(key) == limit]
+
+
 class Diagnostics:
     """The logs and events of projects' environments, redacted."""
 
@@ -144,6 +157,22 @@ class Diagnostics:
         return events[-limit:] if limit > 0 else []
 
     # secrets ---------------------------------------------------------------------------
+
+    async def quotas(self, project: Project) -> list[Quota]:
+        """The quotas of the project's namespace (a `QuotaExceeded` failure names one)."""
+        envs = self._envs()
+        try:
+            items = await envs.quotas(project.user_id)
+        except KubeError as exc:
+            raise _cluster_error(exc, "read the namespace's quotas") from None
+        return [
+            Quota(
+                (item.get("metadata") or {}).get("name", "?"),
+                {str(k): str(v) for k, v in ((item.get("status") or {}).get("hard") or {}).items()},
+                {str(k): str(v) for k, v in ((item.get("status") or {}).get("used") or {}).items()},
+            )
+            for item in items
+        ]
 
     async def secret_values(self) -> tuple[str, ...]:
         """The values to mask: those of the agent environment (read again at most every

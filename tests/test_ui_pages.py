@@ -203,3 +203,26 @@ async def test_tool_calls_are_shown_again_after_a_reload(user: User) -> None:
     await user.open(page_of(project.project_id))  # a reload
     await user.should_see(marker="tool", retries=50)
     await user.should_see("please use a tool", retries=20)
+
+
+@pytest.fixture
+def no_pods_allowed(console_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOOSEUI_QUOTA_PODS", "0")
+
+
+async def test_a_full_quota_links_to_the_quota(no_pods_allowed: None, user: User) -> None:
+    project = await service().create_project("alice", "Over quota")
+    pid = project.project_id
+    with pytest.raises(UpstreamFailed):
+        await service().activate("alice", pid)
+    await user.open(page_of(pid))
+    await user.should_see("QuotaExceeded", retries=50)
+    await user.should_see("GOOSEUI_QUOTA_PODS", retries=20)  # the remedy names the setting
+    user.find(marker="remedy-link").click()
+    await user.should_see(marker="quota", retries=20)
+
+    async def shown() -> bool:
+        quota = user.find(marker="quota").elements.pop()
+        return any("pods 0 of 0" in getattr(e, "text", "") for e in quota.descendants())
+
+    await eventually(shown)

@@ -604,6 +604,11 @@ class Environments:
             if is_project_object(event.get("involvedObject") or {}, namespace, name)
         ]
 
+    async def quotas(self, user_id: str) -> list[Obj]:
+        """The ResourceQuotas of the user's namespace, with what is used of each."""
+        listing = await self.kube.request("GET", path_for("ResourceQuota", self.namespace(user_id)))
+        return list(listing.get("items") or [])
+
 
 def replicas_of(deployment: Obj | None) -> int:
     return int(((deployment or {}).get("spec") or {}).get("replicas") or 0)

@@ -114,10 +114,12 @@ class EventsPanel:
                     "flat dense no-caps"
                 ).mark("events-refresh")
                 self.note = ui.label().classes("text-sm text-gray-700")
+            self.quota = ui.column().classes("w-full gap-1").mark("quota")
             self.rows = ui.column().classes("w-full gap-0").mark("cluster-events")
 
     async def load(self) -> None:
         bind_request_id()
+        await self._quotas()
         try:
             events = await self.diagnostics.cluster_events(self.project)
         except GooseUIError as exc:
@@ -140,6 +142,24 @@ class EventsPanel:
                     ui.label(event.object).classes("font-mono text-xs text-gray-600 w-56 shrink-0")
                     count = f" (×{event.count})" if event.count > 1 else ""
                     ui.label(event.message + count).classes("grow break-words min-w-0")
+
+    async def _quotas(self) -> None:
+        """The namespace's quotas, a full one in red: what a `QuotaExceeded` is about."""
+        try:
+            quotas = await self.diagnostics.quotas(self.project)
+        except GooseUIError:
+            quotas = []  # the events say what went wrong; the quota is extra
+        self.quota.clear()
+        with self.quota:
+            for quota in quotas:
+                full = set(quota.full())
+                with ui.row().classes("w-full gap-x-3 text-sm items-center flex-wrap"):
+                    ui.label(f"Quota {quota.name}:").classes("font-medium")
+                    for key, limit in sorted(quota.hard.items()):
+                        used = quota.used.get(key, "0")
+                        ui.label(f"{key} {used} of {limit}").classes(
+                            "font-mono " + ("text-red-700 font-semibold" if key in full else "")
+                        )
 
     def soon(self) -> None:
         """Load again shortly: something happened to the project's objects."""
