@@ -168,7 +168,10 @@ async def delete_project(user_id: str, project_id: str, service: Service) -> Res
 async def activate(
     user_id: str, project_id: str, service: Service, wait: bool = True
 ) -> JSONResponse:
-    """Start the environment; answers when it is active, or at once (202) with `wait=false`."""
+    """Start the environment; answers when it is active, or at once (202) with `wait=false`.
+
+    409 `InTransition` while another transition runs; 409 `Cancelled` when the activation
+    waited on is cancelled by a deactivation."""
     project = await service.activate(user_id, project_id, wait=wait)
     status = 200 if wait or project.status == "active" else 202
     return JSONResponse(project.model_dump(mode="json"), status_code=status)
@@ -181,6 +184,8 @@ async def activate(
     responses=_errors(404, 409, 502, 503, 504),
 )
 async def deactivate(user_id: str, project_id: str, service: Service) -> Project:
+    """Scale to 0 and wait until the pod is gone; an `activating` project's activation is
+    cancelled (a caller waiting on that activation gets 409 `Cancelled`)."""
     return await service.deactivate(user_id, project_id)
 
 

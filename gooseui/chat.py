@@ -327,8 +327,9 @@ class Reply:
             with anyio.CancelScope(shield=True):  # a caller's disconnect cancels us; finish
                 await self._stop_reader()
                 await self.aclose()
-            if self._kept:
-                self._chat._keep_turn(self.project, self.session_id, self._message, self._kept)
+            # every reply, with or without events: turns are matched to the history's
+            # messages in order, so one missing would shift the others onto the wrong message
+            self._chat._keep_turn(self.project, self.session_id, self._message, self._kept)
 
     async def aclose(self) -> None:
         """Close the upstream request (the agent stops) and free the session."""

@@ -55,10 +55,12 @@ class Timelines:
         if event.step == Step.DELETED:
             self._steps.pop(key, None)
             return
+        if event.step in (Step.RENAMED, Step.CREATED):
+            return  # metadata, not a step of a transition
         begins = event.step in (Step.START, Step.REPAIR)
         if begins or key not in self._steps:
             if not begins and not _in_transition(event.status):
-                return  # a settled project's rename, say: no transition to add it to
+                return  # no transition under way to add it to
             self._steps[key] = []
         steps = self._steps[key]
         self._steps.move_to_end(key)

@@ -171,9 +171,11 @@ class Lifecycle:
             raise ClusterUnavailable(self.cluster_problem or "No Kubernetes cluster is configured.")
         return self.environments
 
-    def _start(self, project: Project, work: Coroutine[Any, Any, Project]) -> asyncio.Task[Project]:
+    def _start(
+        self, project: Project, work: Coroutine[Any, Any, Project], kind: str
+    ) -> asyncio.Task[Project]:
         key = (project.user_id, project.project_id)
-        task = asyncio.create_task(self._leased(project, work), name=f"lifecycle {key}")
+        task = asyncio.create_task(self._leased(project, work), name=f"{kind} {key}")
         self._tasks[key] = task
 
         def done(finished: asyncio.Task[Project]) -> None:
@@ -355,7 +357,7 @@ class Lifecycle:
             },
         )
         self.emit(start)
-        task = self._start(started, self._activate(started))
+        task = self._start(started, self._activate(started), "activate")
         return await self._outcome(task, wait, started)
 
     async def repair(self, project: Project, why: str) -> Project:
@@ -386,7 +388,7 @@ class Lifecycle:
             project_id=project.project_id,
             why=why,
         )
-        self._start(started, self._activate(started))
+        self._start(started, self._activate(started), "activate")
         return started
 
     async def _activate(self, project: Project) -> Project:
@@ -670,49 +672,55 @@ class Lifecycle:
             {"desired_replicas": 0, "timeline": [start.to_json()]},
         )
         self.emit(start)
-        task = self._start(started, self._deactivate(started))
+        task = self._start(started, self._deactivate(started), "deactivate")
         return await self._outcome(task, wait, started)
 
     async def _cancel(self, project: Project, wait: bool) -> Project:
-        """Stop an activation this process runs: its task is cancelled, then the
-        environment is scaled to 0 as by a deactivation (the project ends `inactive`).
+        """Stop an activation this process runs, then scale to 0 as a deactivation does
+        (the project ends `inactive`).
 
-        While the activation's task unwinds the project counts as worked on, so no
-        reconciliation pass resumes it. An activation another replica runs cannot be
-        cancelled from here: its lease answers 409.
+        The desired state is written first (`deactivating`, 0 replicas): whatever fails
+        after it leaves a deactivation for a reconciliation pass to finish, never an
+        activation it would resume. Only then is the activation's task cancelled. An
+        activation another replica runs cannot be cancelled from here: its lease answers 409.
         """
         key = (project.user_id, project.project_id)
-        self._cancelling.add(key)
+        running = self._tasks.get(key)
+        if (
+            running is None
+            or not running.get_name().startswith("activate")
+            or (key in self._cancelling)
+        ):
+            raise Conflict(
+                f"Project {project.name!r} is being changed; wait until it settles.",
+                code="InTransition",
+            )
+        self._cancelling.add(key)  # counts as worked on until the deactivation's task runs
         try:
-            task = self._tasks.get(key)
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            doc = await self.store.get(*key)
-            if doc is None:
-                raise Conflict(f"Project {project.name!r} is deleted.", code="InTransition")
-            current = Project.from_document(doc)
-            if current.status != Status.ACTIVATING:
-                # it failed (or finished) as it was cancelled: stop it from there
+            try:
+                started = await self._transition(
+                    project,
+                    [Status.ACTIVATING],
+                    Status.DEACTIVATING,
+                    {"desired_replicas": 0, "status_message": "Activation cancelled"},
+                )
+            except Conflict:
+                doc = await self.store.get(*key)
+                current = Project.from_document(doc) if doc else None
+                if current is None or current.status == Status.ACTIVATING:
+                    raise
+                # it ended (active or failed) just before: stop it from there
                 self._cancelling.discard(key)
                 return await self.deactivate(current, wait)
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
             if self.environments is not None:
                 self.environments.forget(project.user_id)  # an apply may have been cut short
-            cancel = self.event(
-                project, Status.DEACTIVATING, Step.CANCEL, "Activation cancelled; stopping it"
-            )
-            self._cancelling.discard(key)  # the transition's own claim takes over
-            started = await self._transition(
-                current,
-                [Status.ACTIVATING],
-                Status.DEACTIVATING,
-                {"desired_replicas": 0, "status_message": "Activation cancelled"},
-            )
         finally:
             self._cancelling.discard(key)
-        self.emit(cancel)
+        self.publish(project, Status.DEACTIVATING, Step.CANCEL, "Activation cancelled; stopping it")
         log(logger, "project.activation_cancelled", user_id=key[0], project_id=key[1])
-        task = self._start(started, self._deactivate(started, "Activation cancelled"))
+        task = self._start(started, self._deactivate(started, "Activation cancelled"), "deactivate")
         return await self._outcome(task, wait, started)
 
     async def _deactivate(self, project: Project, why: str | None = None) -> Project:
@@ -775,7 +783,7 @@ class Lifecycle:
             {"timeline": [start.to_json()]},
         )
         self.emit(start)
-        task = self._start(started, self._delete(started, touched))
+        task = self._start(started, self._delete(started, touched), "delete")
         await asyncio.shield(task)
 
     async def _delete(self, project: Project, touched: bool) -> Project:

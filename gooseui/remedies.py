@@ -1,9 +1,8 @@
 """What an operator can do about each failure reason.
 
 A failure's message says what the cluster or the agent said; the remedy says where to look
-next and which setting changes the outcome. Both faces show it beside the failure (the
-page, and `remedy` in `GET …/projects/{pid}`'s failure); `see` names the diagnostic that
-shows the evidence, so the page can link to it.
+next and which setting changes the outcome. The project page shows it beside the failure;
+`see` names the diagnostic that shows the evidence, so the page can link to it.
 """
 
 from __future__ import annotations

@@ -401,17 +401,17 @@ class ProjectStore:
         )
 
     async def turns(self, user_id: str, project_id: str, session_id: str) -> list[Document]:
-        """The recorded replies of one conversation, oldest first."""
+        """The recorded replies of one conversation, oldest first (the newest MAX_TURNS)."""
         async with self._guard("turns"):
             cursor = (
                 self._turns.find(
                     {"user_id": user_id, "project_id": project_id, "session_id": session_id},
                     {"_id": 0},
                 )
-                .sort("at", ASCENDING)
+                .sort("at", DESCENDING)
                 .limit(MAX_TURNS)
             )
-            return await cursor.to_list()
+            return list(reversed(await cursor.to_list()))
 
 
 def _duplicate(exc: DuplicateKeyError, name: str) -> Conflict:

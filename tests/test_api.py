@@ -208,10 +208,18 @@ async def test_openapi_documents_the_routes(client: httpx.AsyncClient) -> None:
     assert (await client.get("/docs")).status_code == 200
 
 
-async def test_page_lists_projects(client: httpx.AsyncClient) -> None:
-    await create(client, "Visible")
-    page = await client.get("/")
+async def test_pages_sit_beside_the_rest_routes(client: httpx.AsyncClient) -> None:
+    """`/` sends a browser to a user's page under /ui/; /users/... stays JSON."""
+    project = await create(client, "Visible")
+    root = await client.get("/")
+    assert root.status_code == 307 and root.headers["location"] == "/ui/users/alice"
+    page = await client.get("/ui/users/alice")
     assert page.status_code == 200 and "gooseui" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    deep = await client.get(f"/ui/users/alice/projects/{project['project_id']}")
+    assert deep.status_code == 200 and deep.headers["content-type"].startswith("text/html")
+    rest = await client.get("/users/alice/projects")
+    assert rest.headers["content-type"].startswith("application/json")
 
 
 async def test_names_are_one_spelling(client: httpx.AsyncClient) -> None:

@@ -16,6 +16,7 @@ from gooseui.errors import GooseUIError
 from gooseui.logs import bind_request_id
 from gooseui.models import Project
 
+LINES_AT_ONCE = 100
 TAILS = {100: "last 100 lines", 500: "last 500 lines", 2000: "last 2000 lines"}
 
 
@@ -26,6 +27,7 @@ class LogsPanel:
         self.diagnostics = diagnostics
         self.project = project
         self.follower: asyncio.Task[None] | None = None
+        self._quiet = False  # a switch set by the panel itself, not by the operator
         with ui.column().classes("w-full gap-2").mark("logs-panel"):
             with ui.row().classes("w-full items-center gap-3"):
                 self.tail = ui.select(TAILS, value=100, label="Show")
@@ -62,14 +64,19 @@ class LogsPanel:
         which = "previous container" if lines.previous else "container"
         restarts = f", restarted {lines.restarts} time(s)" if lines.restarts else ""
         self.note.set_text(f"Pod {lines.pod}, {which}{restarts}: {len(lines.lines)} line(s)")
-        for line in lines.lines:
-            self.output.push(line)
+        # a line is an element to NiceGUI (about 0.3 ms): a few hundred at a time, so that a
+        # long tail does not hold the event loop
+        for start in range(0, len(lines.lines), LINES_AT_ONCE):
+            if start:
+                await asyncio.sleep(0)
+            self.output.push("\n".join(lines.lines[start : start + LINES_AT_ONCE]))
 
     async def show_previous(self) -> None:
         self.previous.set_value(True)  # loads through its handler
 
     async def _previous_changed(self) -> None:
-        await self.load()
+        if not self._quiet:
+            await self.load()
 
     async def _follow_changed(self) -> None:
         if not self.follow.value:
@@ -77,7 +84,11 @@ class LogsPanel:
             return
         if self.follower is not None:
             return
-        self.previous.set_value(False)
+        self._quiet = True
+        try:
+            self.previous.set_value(False)  # following is of the running container
+        finally:
+            self._quiet = False
         self.output.clear()
         self.note.set_text("Following the container's log…")
         self.follower = background_tasks.create(self._follow(), name="follow logs")
@@ -91,9 +102,10 @@ class LogsPanel:
         except GooseUIError as exc:
             self.note.set_text(exc.detail)
         finally:
-            self.follower = None
-            if self.follow.value:
-                self.follow.set_value(False)
+            if self.follower is asyncio.current_task():
+                self.follower = None
+                if self.follow.value:
+                    self.follow.set_value(False)
 
     def stop(self) -> None:
         if self.follower is not None:
@@ -108,6 +120,7 @@ class EventsPanel:
         self.diagnostics = diagnostics
         self.project = project
         self._pending = False
+        self.loaded = False
         with ui.column().classes("w-full gap-2").mark("events-panel"):
             with ui.row().classes("w-full items-center gap-3"):
                 ui.button("Refresh", icon="refresh", on_click=self.load).props(
@@ -125,6 +138,7 @@ class EventsPanel:
         except GooseUIError as exc:
             self.note.set_text(exc.detail)
             return
+        self.loaded = True
         self.note.set_text(f"{len(events)} event(s)" if events else "No events.")
         self.rows.clear()
         with self.rows:
@@ -162,8 +176,9 @@ class EventsPanel:
                         )
 
     def soon(self) -> None:
-        """Load again shortly: something happened to the project's objects."""
-        if self._pending:
+        """Load again shortly: something happened to the project's objects (only once
+        shown: a page whose events nobody looked at does not list them at every step)."""
+        if self._pending or not self.loaded:
             return
         self._pending = True
 
@@ -171,6 +186,7 @@ class EventsPanel:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(1.0)
             self._pending = False
-            await self.load()
+            if not self.rows.is_deleted:
+                await self.load()
 
         background_tasks.create(later(), name="reload cluster events")

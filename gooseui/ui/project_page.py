@@ -31,6 +31,7 @@ from gooseui.ui.projects import (
 from gooseui.ui.users import remember, unknown_user
 
 TABS = ("chat", "logs", "events")
+TIMELINE_STEPS = 100
 # steps that change the project's objects in the cluster: their events are worth reloading
 CLUSTER_STEPS = {
     Step.APPLY,
@@ -234,12 +235,15 @@ class ProjectView:
     # events -------------------------------------------------------------------------
 
     async def handle(self, event: ProjectEvent) -> None:
-        if event.step != Step.CURRENT:
+        # the snapshot the page was built from may hold this very event already
+        seen = any(step is event for step in self.timeline[-TIMELINE_STEPS:])
+        if event.step not in (Step.CURRENT, Step.RENAMED, Step.CREATED) and not seen:
             if event.step in (Step.START, Step.REPAIR):
                 self.timeline = []
-            self.timeline.append(event)
+            if len(self.timeline) < TIMELINE_STEPS:
+                self.timeline.append(event)
             self._render_steps()
-        if event.step in CLUSTER_STEPS:
+        if event.step in CLUSTER_STEPS and self.tabs.value == "events":
             self.events.soon()
         if (
             event.step in SETTLED

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from nicegui import background_tasks, ui
+from nicegui import background_tasks, context, ui
 
 from gooseui.errors import GooseUIError
 from gooseui.events import ProjectEvent
@@ -78,6 +78,8 @@ def confirm(question: str, detail: str, action: str, marker: str) -> asyncio.Fut
                 f"{marker}-confirm"
             )
     dialog.on("hide", lambda: close(False))
+    # a tab closed with the dialog open: the caller is not left waiting for ever
+    context.client.on_delete(lambda: answer.done() or answer.set_result(False))
     dialog.open()
     return answer
 
@@ -107,6 +109,7 @@ async def rename_dialog(service: ProjectService, project: Project) -> Project | 
             ui.button("Cancel", on_click=dialog.close).props("flat")
             ui.button("Save", on_click=save).mark("rename-save")
     dialog.on("hide", lambda: done.done() or done.set_result(None))
+    context.client.on_delete(lambda: done.done() or done.set_result(None))
     dialog.open()
     return await done
 
@@ -265,15 +268,16 @@ class ProjectRow:
         ui.navigate.to(project_address(self.project) + "#chat")
 
     async def _rename(self) -> None:
-        renamed = await rename_dialog(self.owner.service, self.project)
+        with self.owner.dialogs:  # not in the row: a re-render would take the dialog along
+            renamed = await rename_dialog(self.owner.service, self.project)
         if renamed is not None:
             self.owner.update(renamed)
 
     async def _delete(self) -> None:
-        project, container = self.project, self.owner.container
+        project, dialogs = self.project, self.owner.dialogs
 
         async def work() -> None:
-            with container:  # a slot that outlives the row, for the dialog and the toast
+            with dialogs:  # a slot that outlives the row, for the dialog and the toast
                 await delete_with_confirmation(self.owner.service, project)
 
         background_tasks.create(work(), name="delete project")
@@ -333,6 +337,8 @@ class ProjectList:
         for control in (self.search, self.status, self.sort):
             control.on_value_change(self._view_changed)
         self.container = ui.column().classes("w-full gap-0 border-t border-gray-200")
+        # dialogs and toasts live here, never in a row: rows are made again at every render
+        self.dialogs = ui.element("div")
         with self.container:
             ui.label("Loading projects…").classes("text-gray-600 p-3")
         self.pager = ui.pagination(1, 1, direction_links=True).mark("pager")
@@ -347,7 +353,13 @@ class ProjectList:
         try:
             projects = await self.service.list_projects(self.user_id)
         except GooseUIError as exc:
-            notify_error(exc)
+            self.container.clear()
+            with self.container:
+                with ui.row().classes("items-center gap-2 p-3").mark("load-error"):
+                    ui.label(f"The projects could not be read: {exc.detail}").classes(
+                        "text-red-700"
+                    )
+                    ui.button("Try again", icon="refresh", on_click=self.load).props("flat")
             return
         self.projects = {p.project_id: p for p in projects}
         self.loaded = True
@@ -355,8 +367,8 @@ class ProjectList:
 
     async def handle(self, event: ProjectEvent) -> None:
         """Bring the view up to date with an event from any source."""
-        if event.user_id != self.user_id:
-            return
+        if event.user_id != self.user_id or not self.loaded:
+            return  # the load, when it comes, reads everything as it is then
         pid = event.project_id
         current = self.projects.get(pid)
         if event.step == Step.DELETED or event.status == "deleted":
@@ -402,11 +414,15 @@ class ProjectList:
             return
         self._render_pending = True
 
-        def later() -> None:
-            self._render_pending = False
-            self.render()
+        async def later() -> None:
+            try:
+                await asyncio.sleep(RENDER_DELAY)
+            finally:
+                self._render_pending = False
+            if not self.container.is_deleted:
+                self.render()
 
-        ui.timer(RENDER_DELAY, later, once=True)
+        background_tasks.create(later(), name="render project list")
 
     # the view ----------------------------------------------------------------------
 
