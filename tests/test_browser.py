@@ -214,6 +214,8 @@ def test_logs_redacted_and_cancel_of_a_never_ready_activation(
     until(lambda: "MONGODB_URL" in visible_text(screen))
     text = visible_text(screen)
     assert "••••" in text and MONGO_PASSWORD_MARKER not in text
+    line = screen.selenium.find_element(By.XPATH, "//*[contains(text(), 'MONGODB_URL')]")
+    screen.selenium.execute_script("arguments[0].scrollIntoView({block: 'center'})", line)
     shot("10-logs-redacted")
     # an activation that never becomes ready, cancelled from its page
     rest(screen, "POST", f"/users/alice/projects/{pid}/deactivate")
