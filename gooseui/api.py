@@ -33,6 +33,7 @@ from gooseui.models import (
     NameIn,
     ProgressEvent,
     Project,
+    ProjectPatch,
     SessionOut,
     User,
 )
@@ -146,6 +147,21 @@ async def get_project(user_id: str, project_id: str, service: Service) -> Projec
 )
 async def rename_project(user_id: str, project_id: str, body: NameIn, service: Service) -> Project:
     return await service.rename_project(user_id, project_id, body.name)
+
+
+@router.patch(
+    "/users/{user_id}/projects/{project_id}",
+    response_model=Project,
+    tags=["projects"],
+    responses=_errors(404, 409, 422),
+)
+async def update_project(
+    user_id: str, project_id: str, body: ProjectPatch, service: Service
+) -> Project:
+    """Change the fields given: `name` (as PUT), `keep_running` (never stopped when idle)."""
+    return await service.update_project(
+        user_id, project_id, name=body.name, keep_running=body.keep_running
+    )
 
 
 @router.delete(

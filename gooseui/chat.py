@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import anyio
@@ -339,6 +339,7 @@ class Reply:
         try:
             await self._response.aclose()
         finally:
+            self._chat._ended(self.project)
             await self._chat._release(self.session_id)
 
 
@@ -412,6 +413,38 @@ class ChatService:
         # look-up before its message (a forgotten one still answers with the agent's error)
         self._known: OrderedDict[str, None] = OrderedDict()
         self._saving: set[asyncio.Task[None]] = set()
+        # replies open through this replica, per project (the idle stop never stops those)
+        self._replying: dict[tuple[str, str], int] = {}
+
+    def replying(self, user_id: str, project_id: str) -> bool:
+        return self._replying.get((user_id, project_id), 0) > 0
+
+    def _started(self, project: Project) -> None:
+        key = (project.user_id, project.project_id)
+        self._replying[key] = self._replying.get(key, 0) + 1
+        self._in_background(self.store.touch(*key))
+
+    def _ended(self, project: Project) -> None:
+        key = (project.user_id, project.project_id)
+        left = self._replying.get(key, 0) - 1
+        if left > 0:
+            self._replying[key] = left
+        else:
+            self._replying.pop(key, None)
+        self._in_background(self.store.touch(*key))  # the idle clock starts at the reply's end
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """A write the reply does not wait for; its failure is logged, not raised."""
+
+        async def run() -> None:
+            try:
+                await work
+            except GooseUIError as exc:
+                log(logger, "chat.write_failed", logging.WARNING, error=exc.detail)
+
+        task = asyncio.create_task(run())
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
 
     def _keep_turn(
         self, project: Project, session_id: str, message: str, events: list[dict[str, Any]]
@@ -426,15 +459,7 @@ class ChatService:
             "at": now(),
         }
 
-        async def save() -> None:
-            try:
-                await self.store.add_turn(doc)
-            except GooseUIError as exc:  # the reply was shown; only its reload loses tools
-                log(logger, "chat.turn_not_kept", logging.WARNING, error=exc.detail)
-
-        task = asyncio.create_task(save())
-        self._saving.add(task)
-        task.add_done_callback(self._saving.discard)
+        self._in_background(self.store.add_turn(doc))  # a failure loses only the reload's tools
 
     def _forget(self, session_id: str) -> None:
         self._known.pop(session_id, None)
@@ -541,6 +566,7 @@ class ChatService:
         if session_id is None:
             session_id = await self._new_session(project, endpoint)
         session_id, response = await self._open(project, endpoint, session_id, message)
+        self._started(project)
         return Reply(
             self,
             project,

@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     cluster_label: str | None = None
     # a chat stream gets a keep-alive comment when the agent has been silent this long
     chat_keepalive: float = Field(15.0, gt=0, le=15.0)
+    # minutes an active project may go without a message, an open reply or agent work
+    # before it is stopped with reason Idle (0: never)
+    idle_timeout: float = Field(60.0, ge=0)
 
     @field_validator("namespace_prefix")
     @classmethod

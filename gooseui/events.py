@@ -55,7 +55,7 @@ class Timelines:
         if event.step == Step.DELETED:
             self._steps.pop(key, None)
             return
-        if event.step in (Step.RENAMED, Step.CREATED):
+        if event.step in (Step.RENAMED, Step.CREATED, Step.CHANGED):
             return  # metadata, not a step of a transition
         begins = event.step in (Step.START, Step.REPAIR)
         if begins or key not in self._steps:

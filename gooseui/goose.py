@@ -146,6 +146,27 @@ class GooseClient:
             raise GooseUnreachable(f"The agent reports it is not healthy (status {status!r}).")
         return shown
 
+    async def busy(self, endpoint: str, wait_seconds: float = 5.0) -> bool:
+        """Whether the agent is working on a reply (`overall_status` `processing`), which
+        may be one a console replica that went away had started.
+
+        Raises `GooseUnreachable` when the agent cannot say; an older agent without the
+        route (404/405) counts as not busy.
+        """
+        response = await self._call("GET", endpoint, "/api/v1/agent/status", timeout=wait_seconds)
+        if response.status_code in (404, 405):
+            return False
+        if response.status_code != 200:
+            raise GooseUnreachable(
+                f"The agent's status answered {response.status_code}.",
+                status=response.status_code,
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        return isinstance(body, dict) and body.get("overall_status") == "processing"
+
     async def _call(self, method: str, endpoint: str, path: str, **kwargs: Any) -> httpx.Response:
         started = time.perf_counter()
         status = 0

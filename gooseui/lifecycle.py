@@ -468,6 +468,7 @@ class Lifecycle:
                 "status_reason": None,
                 "status_message": None,
                 "last_activated_at": now(),
+                "last_activity_at": now(),  # the idle stop counts from here
                 "ingress": route["metadata"]["name"] if route else None,
                 # what was applied: a different image later is an edit behind the console's
                 # back (a new ACR_IMAGE reaches a project at its next activation, not before)
@@ -643,7 +644,11 @@ class Lifecycle:
 
     # deactivate ------------------------------------------------------------------------
 
-    async def deactivate(self, project: Project, wait: bool = True) -> Project:
+    async def deactivate(
+        self, project: Project, wait: bool = True, reason: str | None = None, why: str | None = None
+    ) -> Project:
+        """Scale to 0; `reason` and `why` say why the project stopped (an idle stop's
+        `Idle`), kept on the inactive project. An activation under way is cancelled."""
         if project.status == Status.INACTIVE:
             return project
         key = (project.user_id, project.project_id)
@@ -661,7 +666,7 @@ class Lifecycle:
             self.publish(doc, Status.INACTIVE, Step.STOPPED, "Failure cleared")
             return doc
         self._envs()
-        start = self.event(project, Status.DEACTIVATING, Step.START, "Deactivation started")
+        start = self.event(project, Status.DEACTIVATING, Step.START, why or "Deactivation started")
         started = await self._transition(
             project,
             [
@@ -672,7 +677,7 @@ class Lifecycle:
             {"desired_replicas": 0, "timeline": [start.to_json()]},
         )
         self.emit(start)
-        task = self._start(started, self._deactivate(started), "deactivate")
+        task = self._start(started, self._deactivate(started, why, reason), "deactivate")
         return await self._outcome(task, wait, started)
 
     async def _cancel(self, project: Project, wait: bool) -> Project:
@@ -723,7 +728,9 @@ class Lifecycle:
         task = self._start(started, self._deactivate(started, "Activation cancelled"), "deactivate")
         return await self._outcome(task, wait, started)
 
-    async def _deactivate(self, project: Project, why: str | None = None) -> Project:
+    async def _deactivate(
+        self, project: Project, why: str | None = None, reason: str | None = None
+    ) -> Project:
         envs = self._envs()
         uid, pid = project.user_id, project.project_id
         note = None
@@ -755,7 +762,7 @@ class Lifecycle:
             {
                 "status": str(Status.INACTIVE),
                 "endpoint": None,
-                "status_reason": None,
+                "status_reason": reason,
                 "status_message": message,
                 "timeline": self._timeline(stopped),
             },

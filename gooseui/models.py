@@ -17,6 +17,7 @@ __all__ = [
     "NameIn",
     "ProgressEvent",
     "Project",
+    "ProjectPatch",
     "SessionOut",
     "Status",
     "Step",
@@ -67,6 +68,7 @@ class Step(StrEnum):
     CURRENT = "current"  # the first event of `GET …/events`: the status as it is
     CREATED = "created"
     RENAMED = "renamed"
+    CHANGED = "changed"  # a setting of the project (keep_running)
     DELETED = "deleted"
     # a transition begins (its timeline starts again at these)
     START = "start"
@@ -115,6 +117,10 @@ class Project(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_activated_at: datetime | None = None
+    # the last message, reply or agent work: what the idle stop counts from
+    last_activity_at: datetime | None = None
+    # never stopped for being idle
+    keep_running: bool = False
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Project:
@@ -156,6 +162,15 @@ class MessageIn(BaseModel):
     )
     # a token, never a path: the id goes into the agent's URL (no `.`, `..`, `/` or `%`)
     session_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+
+class ProjectPatch(BaseModel):
+    """Body of `PATCH …/projects/{pid}`: the fields to change, the others left as they are."""
+
+    name: str | None = Field(None, description="As in PUT; unique per user regardless of case.")
+    keep_running: bool | None = Field(
+        None, description="True: never stopped for being idle (GOOSEUI_IDLE_TIMEOUT)."
+    )
 
 
 class SessionOut(BaseModel):

@@ -30,6 +30,7 @@ from gooseui.errors import Unavailable
 from gooseui.events import EventBus
 from gooseui.fanout import EventFanout
 from gooseui.goose import GooseClient
+from gooseui.idle import IdleSweeper
 from gooseui.lifecycle import Lifecycle, replica_id
 from gooseui.locks import ReplyLocks
 from gooseui.logs import log
@@ -111,6 +112,7 @@ class Runtime:
         self.goose: GooseClient | None = None
         self.lifecycle: Lifecycle | None = None
         self.reconciler: Reconciler | None = None
+        self.idle: IdleSweeper | None = None
         # this process among the console's replicas (leases, locks and events name it)
         self.replica = replica_id()
         self.fanout: EventFanout | None = None
@@ -200,18 +202,15 @@ class Runtime:
             agent_env=agent_env,
             replica=self.replica,
         )
-        self._service = ProjectService(
-            settings,
-            store,
-            self.bus,
-            self.lifecycle,
-            ChatService(store, self.goose, settings.chat_keepalive, self.locks),
-        )
+        chat = ChatService(store, self.goose, settings.chat_keepalive, self.locks)
+        self._service = ProjectService(settings, store, self.bus, self.lifecycle, chat)
         if environments is not None:
             self.reconciler = Reconciler(
                 store, environments, self.lifecycle, settings.reconcile_interval
             )
             await self.reconciler.start()
+            self.idle = IdleSweeper(settings.idle_timeout, store, self.lifecycle, chat, self.goose)
+            self.idle.start()
         else:
             log(logger, "cluster.unconfigured", logging.WARNING, problem=info.problem)
         self._health_task = asyncio.create_task(self._probe(), name="health probe")
@@ -230,6 +229,9 @@ class Runtime:
             await asyncio.gather(self._health_task, return_exceptions=True)
             self._health_task = None
         await self.loop_lag.stop()
+        if self.idle is not None:
+            await self.idle.close()
+            self.idle = None
         if self.reconciler is not None:
             await self.reconciler.stop()
             self.reconciler = None

@@ -133,6 +133,8 @@ class ProjectService:
                 "created_at": moment,
                 "updated_at": moment,
                 "last_activated_at": None,
+                "last_activity_at": None,
+                "keep_running": False,
             }
             try:
                 await self.store.insert(doc)
@@ -153,6 +155,27 @@ class ProjectService:
             raise Conflict(f"Project {current.name!r} is being deleted.", code="InTransition")
         project = Project.from_document(doc)
         self._announce(project, Step.RENAMED, f"Renamed to {name!r}")
+        return project
+
+    async def update_project(
+        self,
+        user_id: str,
+        project_id: str,
+        name: str | None = None,
+        keep_running: bool | None = None,
+    ) -> Project:
+        """Change what is given (a rename as `rename_project` does it), leave the rest."""
+        project = await self.get_project(user_id, project_id)
+        if name is not None:
+            project = await self.rename_project(user_id, project_id, name)
+        if keep_running is not None and keep_running != project.keep_running:
+            doc = await self.store.set_fields(user_id, project_id, {"keep_running": keep_running})
+            if doc is None:
+                await self.get_project(user_id, project_id)  # NotFound if it went meanwhile
+                raise Conflict(f"Project {project.name!r} changed; try again.", code="InTransition")
+            project = Project.from_document(doc)
+            what = "kept running" if keep_running else "stopped when idle"
+            self._announce(project, Step.CHANGED, f"Project {project.name!r} is {what}")
         return project
 
     async def delete_project(self, user_id: str, project_id: str) -> None:

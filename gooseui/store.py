@@ -346,6 +346,52 @@ class ProjectStore:
         self._logged("renew_leases", started, leases=len(keys), lost=len(lost))
         return lost
 
+    async def set_fields(self, user_id: str, project_id: str, fields: Document) -> Document | None:
+        """Set settings of a project that no transition owns (`keep_running`); the project
+        after, or None when there is none."""
+        started = time.perf_counter()
+        async with self._guard("set_fields"):
+            doc = await self._collection.find_one_and_update(
+                {"user_id": user_id, "project_id": project_id},
+                {"$set": {**fields, "updated_at": now()}},
+                projection={"timeline": 0},
+                return_document=ReturnDocument.AFTER,
+            )
+        self._logged(
+            "set_fields",
+            started,
+            user_id=user_id,
+            project_id=project_id,
+            fields=sorted(fields),
+            result="ok" if doc else "no-match",
+        )
+        return doc
+
+    async def touch(self, user_id: str, project_id: str) -> None:
+        """Note activity on the project (a message, a reply, agent work): the idle stop
+        counts from the last one, whichever replica saw it."""
+        started = time.perf_counter()
+        async with self._guard("touch"):
+            await self._collection.update_one(
+                {"user_id": user_id, "project_id": project_id},
+                {"$set": {"last_activity_at": now()}},
+            )
+        self._logged("touch", started, user_id=user_id, project_id=project_id)
+
+    async def idle_since(self, cutoff: datetime) -> list[Document]:
+        """Active projects, not kept running, with no activity since `cutoff` (one query)."""
+        query = {
+            "status": str(Status.ACTIVE),
+            "keep_running": {"$ne": True},
+            "$or": [
+                {"last_activity_at": {"$lt": cutoff}},
+                {"last_activity_at": None, "last_activated_at": {"$lt": cutoff}},
+            ],
+        }
+        fields = {"timeline": 0}
+        async with self._guard("idle_since"):
+            return await self._collection.find(query, fields).to_list()
+
     async def set_session(self, user_id: str, project_id: str, session_id: str | None) -> None:
         """Remember the project's current Goose session (not a lifecycle transition)."""
         started = time.perf_counter()

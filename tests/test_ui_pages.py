@@ -226,3 +226,30 @@ async def test_a_full_quota_links_to_the_quota(no_pods_allowed: None, user: User
         return any("pods 0 of 0" in getattr(e, "text", "") for e in quota.descendants())
 
     await eventually(shown)
+
+
+@pytest.fixture
+def idle_after_6s(console_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOOSEUI_IDLE_TIMEOUT", "0.1")
+
+
+async def test_the_page_says_when_an_idle_project_stops_and_can_keep_it(
+    idle_after_6s: None, user: User
+) -> None:
+    project = await service().create_project("alice", "Idler")
+    pid = project.project_id
+    await service().activate("alice", pid)
+    await user.open(page_of(pid))
+    await user.should_see("stops in", retries=50)
+    user.find(marker="keep-running").click()
+
+    async def kept() -> bool:
+        return (await service().get_project("alice", pid)).keep_running
+
+    await eventually(kept)
+    await user.should_see("kept running", retries=50)
+    user.find(marker="keep-running").click()  # and let it go: it stops as idle
+    await wait_status("alice", pid, "inactive", seconds=15)
+    await user.should_see("without activity", retries=50)
+    stopped = await service().get_project("alice", pid)
+    assert stopped.status_reason == "Idle"

@@ -14,6 +14,7 @@ from nicegui import background_tasks, context, ui
 
 from gooseui.errors import GooseUIError, NotFound
 from gooseui.events import ProjectEvent
+from gooseui.logs import bind_request_id
 from gooseui.models import Project, Status, Step
 from gooseui.remedies import remedy_for
 from gooseui.service import ProjectService
@@ -25,6 +26,8 @@ from gooseui.ui.projects import (
     aria,
     confirm,
     delete_with_confirmation,
+    idle_note,
+    notify_error,
     rename_dialog,
     run_action,
 )
@@ -65,6 +68,7 @@ class ProjectView:
                 aria(self.copy, "Copy the endpoint")
                 self.copy.mark("copy-endpoint")
                 self.times = ui.label().classes("text-gray-600")
+                self.idle = ui.label().classes("text-gray-700").mark("idle-note")
             with ui.row().classes("w-full items-center gap-2 flex-wrap"):
                 self.activate = ui.button(icon="play_arrow", on_click=self._activate).props(
                     "no-caps"
@@ -87,6 +91,12 @@ class ProjectView:
                     "flat no-caps color=negative"
                 )
                 self.delete.mark(f"delete-{pid}")
+                self.keep = ui.switch("Keep running", value=project.keep_running)
+                self.keep.mark("keep-running").tooltip(
+                    "Never stopped for being idle (GOOSEUI_IDLE_TIMEOUT)"
+                )
+                self.keep.on_value_change(self._keep_changed)
+                self.keep.set_visibility(service.settings.idle_timeout > 0)
         with ui.card().classes("w-full gap-1 border-l-4 border-red-700").mark("failure") as card:
             self.failure_card = card
             self.failure = ui.label().classes("font-medium text-red-800 whitespace-pre-wrap")
@@ -148,6 +158,8 @@ class ProjectView:
         )
         self.deactivate.set_enabled(status != Status.DEACTIVATING)
         self.delete.set_enabled(status.can_delete)
+        if bool(self.keep.value) != project.keep_running:
+            self.keep.set_value(project.keep_running)
         for element, label in (
             (self.activate, f"{start} {name}"),
             (self.cancel, f"Cancel the activation of {name}"),
@@ -224,7 +236,23 @@ class ProjectView:
             return 0.0
         return (datetime.now(UTC) - self.timeline[0].at).total_seconds()
 
+    async def _keep_changed(self) -> None:
+        p = self.project
+        if bool(self.keep.value) == p.keep_running:
+            return
+        bind_request_id()
+        try:
+            self.show(
+                await self.service.update_project(
+                    p.user_id, p.project_id, keep_running=bool(self.keep.value)
+                )
+            )
+        except GooseUIError as exc:
+            notify_error(exc)
+            self.keep.set_value(p.keep_running)
+
     def _tick(self) -> None:
+        self.idle.set_text(idle_note(self.project, self.service.settings.idle_timeout) or "")
         if self.project.status == Status.ACTIVATING:
             self.cancel.set_text(f"Cancel ({duration(self._elapsed())})")
             if self.timeline:
@@ -237,7 +265,8 @@ class ProjectView:
     async def handle(self, event: ProjectEvent) -> None:
         # the snapshot the page was built from may hold this very event already
         seen = any(step is event for step in self.timeline[-TIMELINE_STEPS:])
-        if event.step not in (Step.CURRENT, Step.RENAMED, Step.CREATED) and not seen:
+        metadata = (Step.CURRENT, Step.RENAMED, Step.CREATED, Step.CHANGED)
+        if event.step not in metadata and not seen:
             if event.step in (Step.START, Step.REPAIR):
                 self.timeline = []
             if len(self.timeline) < TIMELINE_STEPS:

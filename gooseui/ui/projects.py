@@ -19,7 +19,7 @@ from gooseui.events import ProjectEvent
 from gooseui.logs import bind_request_id
 from gooseui.models import Project, Status, Step
 from gooseui.service import ProjectService
-from gooseui.ui.layout import ago, show_status, status_badge
+from gooseui.ui.layout import ago, duration, show_status, status_badge
 
 PAGE_SIZE = 25
 ROWS_AT_ONCE = 3  # rows made in one go (about 25 ms); the rest of the page follows at once
@@ -33,7 +33,20 @@ SORTS = {
 STATUS_ORDER = {s: i for i, s in enumerate(Status)}
 NEVER = datetime.min.replace(tzinfo=UTC)
 # a settled step carries fields an event does not (endpoint, reason): read the project again
-SETTLED = {Step.READY, Step.FAILED, Step.STOPPED, Step.RENAMED, Step.RECONCILED}
+SETTLED = {Step.READY, Step.FAILED, Step.STOPPED, Step.RENAMED, Step.CHANGED, Step.RECONCILED}
+
+
+def idle_note(project: Project, timeout_minutes: float) -> str | None:
+    """'stops in 12 min' for an active project the idle stop will stop; None otherwise."""
+    if project.status != Status.ACTIVE or timeout_minutes <= 0:
+        return None
+    if project.keep_running:
+        return "kept running"
+    last = project.last_activity_at or project.last_activated_at
+    if last is None:
+        return None
+    left = timeout_minutes * 60 - (datetime.now(UTC) - last).total_seconds()
+    return f"stops in {duration(max(0, left))}" if left > 0 else "stopping (idle)"
 
 
 def project_address(project: Project) -> str:
@@ -219,9 +232,13 @@ class ProjectRow:
         if status == Status.FAILED:
             self.failure.set_text(f"{project.status_reason}: {project.status_message}")
         elif project.status_message and not status.in_transition:
-            self.failure.set_text(project.status_message)
+            self.failure.set_text(project.status_message)  # e.g. why an idle one stopped
         else:
             self.failure.set_text("")
+        self.failure.classes(
+            replace="w-full text-sm truncate "
+            + ("text-red-700" if status == Status.FAILED else "text-gray-700")
+        )
         self.failure.set_visibility(bool(self.failure.text))
 
     def _times(self) -> None:
@@ -230,7 +247,9 @@ class ProjectRow:
             self.age.set_text(f"up {ago(project.last_activated_at).removesuffix(' ago')}")
         else:
             self.age.set_text(f"created {ago(project.created_at)}")
-        self.change.set_text(f"changed {ago(project.updated_at)}")
+        self.change.set_text(
+            idle_note(project, self.owner.idle_timeout) or f"changed {ago(project.updated_at)}"
+        )
 
     def _menu(self) -> None:
         """The phone's menu of this row's actions, as its status allows them now."""
@@ -294,8 +313,10 @@ class ProjectList:
         status: str = "all",
         sort: str = "created",
         on_view: Callable[[dict[str, str]], None] | None = None,
+        idle_timeout: float = 0.0,
     ) -> None:
         self.service = service
+        self.idle_timeout = idle_timeout
         self.user_id = user_id
         self.projects: dict[str, Project] = {}
         self.rows: dict[str, ProjectRow] = {}

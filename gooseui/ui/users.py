@@ -82,6 +82,7 @@ def page(user_id: str, q: str = "", status: str = "all", sort: str = "created") 
             status=status,
             sort=sort,
             on_view=lambda view: ui.navigate.history.replace(address(view)),
+            idle_timeout=rt.settings.idle_timeout,
         )
 
     async def live() -> None:
