@@ -37,7 +37,7 @@ from gooseui.models import (
     SessionOut,
     User,
 )
-from gooseui.service import ProjectService
+from gooseui.service import ProjectService, WakeReply
 
 logger = logging.getLogger("gooseui.api")
 
@@ -260,7 +260,9 @@ async def send_message(
     user_id: str, project_id: str, body: MessageIn, service: Service
 ) -> StreamingResponse:
     """The agent's reply as server-sent events: `session` first, then the agent's events."""
-    reply = await service.send_message(user_id, project_id, body.message, body.session_id)
+    reply = await service.send_message(
+        user_id, project_id, body.message, body.session_id, activate=body.activate
+    )
     return ReplyResponse(reply)
 
 
@@ -272,7 +274,7 @@ class ReplyResponse(StreamingResponse):
     session's lock would outlive the caller.
     """
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: Reply | WakeReply) -> None:
         super().__init__(reply.events(), media_type="text/event-stream", headers=SSE_HEADERS)
         self.reply = reply
 

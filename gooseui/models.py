@@ -162,6 +162,15 @@ class MessageIn(BaseModel):
     )
     # a token, never a path: the id goes into the agent's URL (no `.`, `..`, `/` or `%`)
     session_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+    activate: bool = Field(
+        False,
+        description=(
+            "Start the project first when it is inactive or failed: the stream then begins "
+            'with its activation\'s progress, `{"type":"activation","content":{"step",'
+            '"message"}}` events, and a failed activation ends it with an `error` event '
+            "whose `code` is the failure's reason. Without it such a project answers 409."
+        ),
+    )
 
 
 class ProjectPatch(BaseModel):

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from gooseui.chat import ChatService, Reply
+from gooseui.chat import KEEPALIVE, ChatService, Reply, sse
 from gooseui.config import DNS_LABEL, Settings, User
-from gooseui.errors import Conflict, Invalid, NotFound
+from gooseui.errors import Conflict, GooseUIError, Invalid, NotFound
 from gooseui.events import EventBus, ProjectEvent
 from gooseui.lifecycle import Lifecycle
 from gooseui.models import Project, Status, Step
@@ -37,6 +37,72 @@ def clean_name(raw: str) -> str:
     if problem:
         raise Invalid(problem, code="InvalidName")
     return normal_name(raw)
+
+
+class WakeReply:
+    """A message to a stopped project, as one stream: its activation's progress as
+    `{"type":"activation","content":{"step","message"}}` events, then the agent's reply
+    (`session`, the agent's events). A failed activation ends the stream with an `error`
+    event whose `code` is the failure's reason; the project is then `failed` with it."""
+
+    def __init__(
+        self, service: ProjectService, project: Project, message: str, session_id: str | None
+    ) -> None:
+        self._service = service
+        self.project = project
+        self._message = message
+        self._session_id = session_id
+        self._reply: Reply | None = None
+
+    async def events(self) -> AsyncIterator[bytes]:
+        uid, pid = self.project.user_id, self.project.project_id
+        try:
+            failure: dict[str, str] | None = None
+            async for chunk in self._activation():
+                if isinstance(chunk, dict):
+                    failure = chunk
+                    break
+                yield chunk
+            if failure is None:
+                self._reply = await self._service.send_message(
+                    uid, pid, self._message, self._session_id
+                )
+        except GooseUIError as exc:
+            failure = {"message": exc.detail, "code": exc.code}
+        if failure is not None:
+            yield sse({"type": "error", "content": failure})
+            return
+        assert self._reply is not None
+        async for chunk in self._reply.events():
+            yield chunk
+
+    async def _activation(self) -> AsyncIterator[bytes | dict[str, str]]:
+        """The activation's progress as SSE bytes, until active; a failure as a dict."""
+        uid, pid = self.project.user_id, self.project.project_id
+        service = self._service
+        async with service.progress(uid, pid, service.settings.chat_keepalive) as progress:
+            current = self.project  # subscribed first: no step slips by
+            if current.status != Status.ACTIVATING:
+                current = await service.activate(uid, pid, wait=False)
+            if current.status == Status.ACTIVE:
+                return
+            async for event in progress:
+                if event is None:
+                    yield KEEPALIVE
+                elif event.step == Step.CURRENT:
+                    continue
+                elif event.status in (Status.ACTIVATING, Status.ACTIVE):
+                    step = {"step": event.step, "message": event.message}
+                    yield sse({"type": "activation", "content": step})
+                    if event.status == Status.ACTIVE:
+                        return
+                else:  # failed, stopped (cancelled), deleted
+                    yield {"message": event.message, "code": event.reason or "NotActive"}
+                    return
+
+    async def aclose(self) -> None:
+        if self._reply is not None:
+            await self._reply.aclose()
 
 
 def _stored_event(user_id: str, project_id: str, raw: dict) -> ProjectEvent:
@@ -256,11 +322,22 @@ class ProjectService:
     # chat ------------------------------------------------------------------------------
 
     async def send_message(
-        self, user_id: str, project_id: str, message: str, session_id: str | None = None
-    ) -> Reply:
-        """Open the agent's reply; every check fails here, before anything streams."""
+        self,
+        user_id: str,
+        project_id: str,
+        message: str,
+        session_id: str | None = None,
+        activate: bool = False,
+    ) -> Reply | WakeReply:
+        """Open the agent's reply; every check fails here, before anything streams.
+
+        With `activate`, a project that is not active is started first: the stream then
+        begins with its activation's progress (`WakeReply`). Without it, 409 `NotActive`.
+        """
         ChatService.check_message(message)
         project = await self.get_project(user_id, project_id)
+        if activate and (project.status.can_activate or project.status == Status.ACTIVATING):
+            return WakeReply(self, project, message, session_id)
         return await self.chat.send(project, message, session_id)
 
     async def history(self, user_id: str, project_id: str) -> dict:

@@ -253,3 +253,17 @@ async def test_the_page_says_when_an_idle_project_stops_and_can_keep_it(
     await user.should_see("without activity", retries=50)
     stopped = await service().get_project("alice", pid)
     assert stopped.status_reason == "Idle"
+
+
+async def test_start_and_send_wakes_a_stopped_project(user: User) -> None:
+    project = await service().create_project("alice", "Sleeper")
+    pid = project.project_id
+    await user.open(page_of(pid))
+    await user.should_see(marker="chat-inactive", retries=50)
+    await user.should_see("Start and send", retries=20)
+    user.find(marker="message").type("wake up and answer")
+    user.find(marker="send").click()
+    await user.should_see(marker="waking", retries=50)
+    await user.should_see("arrive.", retries=300)
+    assert (await service().get_project("alice", pid)).status == "active"
+    await user.should_see(marker="new-conversation", retries=50)  # a normal chat from now on

@@ -44,6 +44,8 @@ class ChatPanel:
         self.renders = 0
         self.following = True
         self._position = 0.0
+        self._waking = False  # a message sent to a stopped project is starting it
+        self._progress: ui.label | None = None
         with ui.column().classes("w-full h-full gap-2 no-wrap").mark("chat-panel") as self.card:
             with ui.row().classes("w-full items-center justify-between"):
                 self.title = ui.label("Chat").classes("text-lg font-medium")
@@ -103,13 +105,12 @@ class ChatPanel:
         self.title.set_text(f"Chat — {project.name}")
         self.messages.clear()
         self.inactive.clear()
-        active = project.status.can_chat
-        for element in (self.composer, self.new_button, self.hint):
-            element.set_visibility(active)
-        if not active:
+        self._controls()
+        if not project.status.can_chat:
             with self.inactive:
+                wake = " or send a message to start it" if project.status.can_activate else ""
                 ui.label(
-                    f"Project {project.name!r} is {project.status}; activate it to chat."
+                    f"Project {project.name!r} is {project.status}; activate it{wake} to chat."
                 ).mark("chat-inactive")
                 if project.status.can_activate:
                     ui.button("Activate", icon="play_arrow", on_click=self._activate).mark(
@@ -139,10 +140,25 @@ class ChatPanel:
         self.project = project
         if project.status == was:
             return
+        if self._waking:
+            return  # this chat's own message is starting it: its stream says how it goes
         if not project.status.can_chat:
             self.stop()
         if self.task is None:
             await self.open(project)
+
+    def _controls(self) -> None:
+        """What can be done in the chat as the project is now: send (to a stopped project,
+        "Start and send"), or nothing while it changes."""
+        status = self.project.status if self.project else None
+        chat = bool(status and status.can_chat)
+        wake = bool(status and status.can_activate)
+        for element in (self.composer, self.hint):
+            element.set_visibility(chat or wake)
+        self.new_button.set_visibility(chat)
+        self.send_button.set_text("" if chat else "Start and send")
+        self.send_button._props["aria-label"] = "Send" if chat else "Start the project and send"
+        self.send_button.update()
 
     def close(self, why: str) -> None:
         """The project is gone: nothing more can be sent."""
@@ -218,15 +234,24 @@ class ChatPanel:
             return
         text = self.input.value or ""
         project = self.project
+        wake = not project.status.can_chat
         try:
-            reply = await self.service.send_message(project.user_id, project.project_id, text)
+            reply = await self.service.send_message(
+                project.user_id, project.project_id, text, activate=wake
+            )
         except GooseUIError as exc:
             self.input.error = exc.detail
             return
+        self._waking = wake
+        if wake:
+            self.inactive.clear()
         self.input.error = None
         self.input.set_value("")
         with self.messages:
             self._message("user", text)
+            if wake:  # above the reply: the project starts first
+                self._progress = ui.label("Starting the project…").classes("text-sm text-gray-700")
+                self._progress.mark("waking")
         self.following = True  # sending means reading the answer
         self._follow()
         self.task = background_tasks.create(self._in_slot(reply), name="chat stream")
@@ -290,14 +315,20 @@ class ChatPanel:
                 ms=round((time.perf_counter() - started) * 1000),
             )
             self.task = None
+            self._waking = False
+            self._progress = None
             self.stop_button.set_visibility(False)
             self.send_button.set_enabled(True)
+            self._controls()
 
     def _event(self, payload: dict[str, Any], text: list[str], tools: dict[str, ui.column]) -> None:
         kind = payload.get("type")
         content = payload.get("content") or {}
         if kind == "message":
             text.append(str(content.get("content", "")))
+        elif kind == "activation":  # a stopped project starting for this message
+            if self._progress is not None:
+                self._progress.set_text(f"Starting the project: {content.get('message', '')}")
         elif kind == "tool_request":
             with self.messages:
                 with (
