@@ -33,6 +33,7 @@ from gooseui.models import (
     NameIn,
     ProgressEvent,
     Project,
+    ProjectIn,
     ProjectPatch,
     SessionOut,
     User,
@@ -124,9 +125,9 @@ async def list_projects(user_id: str, service: Service) -> list[Project]:
     tags=["projects"],
     responses=_errors(404, 409, 422),
 )
-async def create_project(user_id: str, body: NameIn, service: Service) -> Project:
+async def create_project(user_id: str, body: ProjectIn, service: Service) -> Project:
     """Create an inactive project; nothing is created in the cluster yet."""
-    return await service.create_project(user_id, body.name)
+    return await service.create_project(user_id, body.name, model=body.model)
 
 
 @router.get(
@@ -158,9 +159,11 @@ async def rename_project(user_id: str, project_id: str, body: NameIn, service: S
 async def update_project(
     user_id: str, project_id: str, body: ProjectPatch, service: Service
 ) -> Project:
-    """Change the fields given: `name` (as PUT), `keep_running` (never stopped when idle)."""
+    """Change the fields given: `name` (as PUT), `keep_running` (never stopped when idle),
+    `model` (the agent's, from the next activation; null: the agent environment's)."""
+    changes = {"model": body.model} if "model" in body.model_fields_set else {}
     return await service.update_project(
-        user_id, project_id, name=body.name, keep_running=body.keep_running
+        user_id, project_id, name=body.name, keep_running=body.keep_running, **changes
     )
 
 

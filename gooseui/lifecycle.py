@@ -428,7 +428,7 @@ class Lifecycle:
                 generation = await step(
                     Step.APPLY,
                     "Applying the Deployment, Service and route",
-                    envs.apply_project(uid, pid, 1, agent.checksum()),
+                    envs.apply_project(uid, pid, 1, agent.checksum(), project.model),
                 )
                 verdict = await self._ready_and_routed(uid, pid, progress, generation)
                 if verdict.failed:

@@ -17,6 +17,7 @@ __all__ = [
     "NameIn",
     "ProgressEvent",
     "Project",
+    "ProjectIn",
     "ProjectPatch",
     "SessionOut",
     "Status",
@@ -121,6 +122,8 @@ class Project(BaseModel):
     last_activity_at: datetime | None = None
     # never stopped for being idle
     keep_running: bool = False
+    # the agent's model for this project (overrides the agent environment's GOOSE_MODEL)
+    model: str | None = None
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Project:
@@ -173,13 +176,28 @@ class MessageIn(BaseModel):
     )
 
 
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
+MODEL_DESCRIPTION = (
+    "The agent's model for this project (e.g. `gpt-4o`, `claude-sonnet-4`), passed to its "
+    "pod as GOOSE_MODEL; it takes effect at the project's next activation."
+)
+
+
+class ProjectIn(NameIn):
+    """Body of project create: a name, and optionally the agent's model."""
+
+    model: str | None = Field(None, description=MODEL_DESCRIPTION, pattern=MODEL_PATTERN)
+
+
 class ProjectPatch(BaseModel):
-    """Body of `PATCH …/projects/{pid}`: the fields to change, the others left as they are."""
+    """Body of `PATCH …/projects/{pid}`: the fields to change, the others left as they are
+    (`"model": null` goes back to the agent environment's model)."""
 
     name: str | None = Field(None, description="As in PUT; unique per user regardless of case.")
     keep_running: bool | None = Field(
         None, description="True: never stopped for being idle (GOOSEUI_IDLE_TIMEOUT)."
     )
+    model: str | None = Field(None, description=MODEL_DESCRIPTION, pattern=MODEL_PATTERN)
 
 
 class SessionOut(BaseModel):

@@ -9,17 +9,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 from gooseui.chat import KEEPALIVE, ChatService, Reply, sse
 from gooseui.config import DNS_LABEL, Settings, User
 from gooseui.errors import Conflict, GooseUIError, Invalid, NotFound
 from gooseui.events import EventBus, ProjectEvent
 from gooseui.lifecycle import Lifecycle
-from gooseui.models import Project, Status, Step
+from gooseui.models import MODEL_PATTERN, Project, Status, Step
 from gooseui.store import DuplicateProjectId, ProjectStore, name_key, now
 from gooseui.textrules import name_problem, normal_name
 
@@ -29,6 +31,22 @@ logger = logging.getLogger("gooseui.service")
 def new_project_id() -> str:
     """Eight lowercase base32 characters: a DNS label, 40 bits of randomness."""
     return base64.b32encode(secrets.token_bytes(5)).decode("ascii").lower()
+
+
+UNSET: Any = object()  # an argument not given (None is a value: "no model of its own")
+
+
+def clean_model(raw: str | None) -> str | None:
+    """A model name as the agent's GOOSE_MODEL takes it; `Invalid` with the rule otherwise."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not re.fullmatch(MODEL_PATTERN, raw):
+        raise Invalid(
+            "A model is 1 to 128 letters, digits and . _ : / @ + - (starting with a letter "
+            "or digit), as the provider names it.",
+            code="InvalidModel",
+        )
+    return raw
 
 
 def clean_name(raw: str) -> str:
@@ -174,7 +192,7 @@ class ProjectService:
             )
         return Project.from_document(doc)
 
-    async def create_project(self, user_id: str, name: str) -> Project:
+    async def create_project(self, user_id: str, name: str, model: str | None = None) -> Project:
         """Record a new, inactive project; no cluster call is made."""
         self.get_user(user_id)
         name = clean_name(name)
@@ -201,6 +219,7 @@ class ProjectService:
                 "last_activated_at": None,
                 "last_activity_at": None,
                 "keep_running": False,
+                "model": clean_model(model),
             }
             try:
                 await self.store.insert(doc)
@@ -229,19 +248,24 @@ class ProjectService:
         project_id: str,
         name: str | None = None,
         keep_running: bool | None = None,
+        model: str | None = UNSET,
     ) -> Project:
         """Change what is given (a rename as `rename_project` does it), leave the rest."""
         project = await self.get_project(user_id, project_id)
+        fields: dict[str, Any] = {}
+        if model is not UNSET and clean_model(model) != project.model:
+            fields["model"] = model
         if name is not None:
             project = await self.rename_project(user_id, project_id, name)
         if keep_running is not None and keep_running != project.keep_running:
-            doc = await self.store.set_fields(user_id, project_id, {"keep_running": keep_running})
+            fields["keep_running"] = keep_running
+        if fields:
+            doc = await self.store.set_fields(user_id, project_id, fields)
             if doc is None:
                 await self.get_project(user_id, project_id)  # NotFound if it went meanwhile
                 raise Conflict(f"Project {project.name!r} changed; try again.", code="InTransition")
             project = Project.from_document(doc)
-            what = "kept running" if keep_running else "stopped when idle"
-            self._announce(project, Step.CHANGED, f"Project {project.name!r} is {what}")
+            self._announce(project, Step.CHANGED, f"Changed: {', '.join(sorted(fields))}")
         return project
 
     async def delete_project(self, user_id: str, project_id: str) -> None:

@@ -267,3 +267,18 @@ async def test_start_and_send_wakes_a_stopped_project(user: User) -> None:
     await user.should_see("arrive.", retries=300)
     assert (await service().get_project("alice", pid)).status == "active"
     await user.should_see(marker="new-conversation", retries=50)  # a normal chat from now on
+
+
+async def test_the_agents_model_is_set_on_the_page(user: User) -> None:
+    project = await service().create_project("alice", "Modelled")
+    await user.open(page_of(project.project_id))
+    await user.should_see("Model: the agent environment's", retries=50)
+    user.find(marker="edit-model").click()
+    await user.should_see(marker="model-input", retries=20)
+    user.find(marker="model-input").type("two words")
+    user.find(marker="model-save").click()
+    await user.should_see("as the provider names it", retries=20)  # refused, with the rule
+    user.find(marker="model-input").clear().type("gpt-test-3")
+    user.find(marker="model-save").click()
+    await user.should_see("Model: gpt-test-3", retries=50)
+    assert (await service().get_project("alice", project.project_id)).model == "gpt-test-3"

@@ -242,14 +242,21 @@ class Environments:
         return ((current or {}).get("metadata") or {}).get("uid")
 
     async def apply_project(
-        self, user_id: str, project_id: str, replicas: int, checksum: str | None = None
+        self,
+        user_id: str,
+        project_id: str,
+        replicas: int,
+        checksum: str | None = None,
+        model: str | None = None,
     ) -> int:
         """Apply the Deployment, Service and route; the replica count is always part of it.
 
         The Service and route are applied only when the cluster's copies do not hold what
         would be applied. Returns the Deployment's generation, for `wait_ready`.
         """
-        objects = manifests.render_project(self.settings, user_id, project_id, replicas, checksum)
+        objects = manifests.render_project(
+            self.settings, user_id, project_id, replicas, checksum, model
+        )
         applied = await self.kube.apply(objects[0])
         generation = self._applied_generation[
             (self.namespace(user_id), objects[0]["metadata"]["name"])
@@ -291,8 +298,9 @@ class Environments:
             (((current or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}
         ).get("annotations") or {}
         checksum = annotations.get(manifests.CHECKSUM_ANNOTATION)
+        # the model it runs with, too: a scale that dropped it would roll the pods
         deployment = manifests.render_deployment(
-            self.settings, user_id, project_id, replicas, checksum
+            self.settings, user_id, project_id, replicas, checksum, model_of(current)
         )
         self._applied_generation[(namespace, name)] = generation_of(
             await self.kube.apply(deployment)
@@ -608,6 +616,18 @@ class Environments:
         """The ResourceQuotas of the user's namespace, with what is used of each."""
         listing = await self.kube.request("GET", path_for("ResourceQuota", self.namespace(user_id)))
         return list(listing.get("items") or [])
+
+
+def model_of(deployment: Obj | None) -> str | None:
+    """The project's own GOOSE_MODEL in a Deployment's agent container, if it has one."""
+    template = ((deployment or {}).get("spec") or {}).get("template") or {}
+    for container in (template.get("spec") or {}).get("containers") or []:
+        if container.get("name") != manifests.CONTAINER_NAME:
+            continue
+        for entry in container.get("env") or []:
+            if entry.get("name") == "GOOSE_MODEL" and "value" in entry:
+                return str(entry["value"])
+    return None
 
 
 def replicas_of(deployment: Obj | None) -> int:

@@ -282,8 +282,11 @@ def render_deployment(
     project_id: str,
     replicas: int,
     checksum: str | None = None,
+    model: str | None = None,
 ) -> dict[str, Any]:
-    """The project's Deployment alone (what a scale applies); see `render_project`."""
+    """The project's Deployment alone (what a scale applies); see `render_project`.
+
+    `model` is the project's own (it overrides the agent environment's GOOSE_MODEL)."""
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
         raise ManifestError(f"replicas must be a non-negative integer, not {replicas!r}")
     common = _project_common(settings, user_id, project_id)
@@ -302,6 +305,7 @@ def render_deployment(
         command=settings.goose_command,
         args=settings.goose_argv(),
         agent_database=settings.agent_database_for(user_id, project_id),
+        model=model,
         env_secret=AGENT_SECRET_NAME,
         checksum=checksum,
         checksum_annotation=CHECKSUM_ANNOTATION,
@@ -322,6 +326,7 @@ def render_project(
     project_id: str,
     replicas: int,
     checksum: str | None = None,
+    model: str | None = None,
 ) -> list[dict[str, Any]]:
     """A project's Deployment, Service and (when exposed) route, in apply order.
 
@@ -332,7 +337,7 @@ def render_project(
     name = object_name(project_id)
     common = _project_common(settings, user_id, project_id)
     objects = [
-        render_deployment(settings, user_id, project_id, replicas, checksum),
+        render_deployment(settings, user_id, project_id, replicas, checksum, model),
         _render(
             "service.yaml.j2",
             selector=selector_labels(project_id),

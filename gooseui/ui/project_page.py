@@ -69,6 +69,11 @@ class ProjectView:
                 self.copy.mark("copy-endpoint")
                 self.times = ui.label().classes("text-gray-600")
                 self.idle = ui.label().classes("text-gray-700").mark("idle-note")
+                self.model = ui.label().classes("text-gray-700").mark("model")
+                edit = ui.button(icon="tune", on_click=self._edit_model).props(
+                    "flat dense round size=sm"
+                )
+                aria(edit, "Change the agent's model").mark("edit-model")
             with ui.row().classes("w-full items-center gap-2 flex-wrap"):
                 self.activate = ui.button(icon="play_arrow", on_click=self._activate).props(
                     "no-caps"
@@ -141,6 +146,9 @@ class ProjectView:
         show_status(self.badge, status)
         self.endpoint.set_text(f"Endpoint: {project.endpoint}" if project.endpoint else "")
         self.copy.set_visibility(bool(project.endpoint))
+        self.model.set_text(
+            f"Model: {project.model}" if project.model else "Model: the agent environment's"
+        )
         self.times.set_text(
             f"Last activated: {when(project.last_activated_at)} · "
             f"created {when(project.created_at)}"
@@ -235,6 +243,34 @@ class ProjectView:
         if not self.timeline:
             return 0.0
         return (datetime.now(UTC) - self.timeline[0].at).total_seconds()
+
+    async def _edit_model(self) -> None:
+        p = self.project
+        with ui.dialog() as dialog, ui.card().classes("w-96 max-w-full"):
+            ui.label(f"The agent's model for {p.name!r}").classes("text-lg")
+            ui.label(
+                "Empty: the agent environment's GOOSE_MODEL. A change takes effect at the "
+                "next activation."
+            ).classes("text-sm")
+            field = ui.input("Model", value=p.model or "").classes("w-full").mark("model-input")
+
+            async def save() -> None:
+                bind_request_id()
+                try:
+                    changed = await self.service.update_project(
+                        p.user_id, p.project_id, model=(field.value or "").strip() or None
+                    )
+                except GooseUIError as exc:
+                    field.error = exc.detail
+                    return
+                self.show(changed)
+                dialog.close()
+
+            field.on("keydown.enter", save)
+            with ui.row().classes("w-full justify-end"):
+                ui.button("Cancel", on_click=dialog.close).props("flat")
+                ui.button("Save", on_click=save).mark("model-save")
+        dialog.open()
 
     async def _keep_changed(self) -> None:
         p = self.project
