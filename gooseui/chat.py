@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -287,7 +288,11 @@ class Reply:
                 session = sse({"type": "session", "content": {"session_id": self.session_id}})
                 last = self._complete_events(first)
                 yield session + last
+            noted = time.monotonic()
             while not ended:
+                if time.monotonic() - noted > self._chat.activity_every:
+                    noted = time.monotonic()
+                    self._chat._still_going(self.project)
                 try:
                     data, ended, error = await self._batch()
                 except TimeoutError:
@@ -402,10 +407,13 @@ class ChatService:
         goose: GooseClient,
         keepalive: float = KEEPALIVE_SECONDS,
         locks: ReplyLocks | None = None,
+        activity_every: float = 60.0,
     ) -> None:
         self.store = store
         self.goose = goose
         self.keepalive = keepalive
+        # how often a long reply notes its project's activity (for the idle stop)
+        self.activity_every = activity_every
         # replies of this replica; `locks` holds them against the other replicas too
         self._running: set[str] = set()
         self.locks = locks
@@ -422,7 +430,11 @@ class ChatService:
     def _started(self, project: Project) -> None:
         key = (project.user_id, project.project_id)
         self._replying[key] = self._replying.get(key, 0) + 1
-        self._in_background(self.store.touch(*key))
+
+    def _still_going(self, project: Project) -> None:
+        """A long reply: its project is in use (the agent's own status forgets a reply
+        after 5 min, so another replica's idle sweep cannot see it there)."""
+        self._in_background(self.store.touch(project.user_id, project.project_id))
 
     def _ended(self, project: Project) -> None:
         key = (project.user_id, project.project_id)
@@ -565,6 +577,13 @@ class ChatService:
         session_id = session_id or project.goose_session_id
         if session_id is None:
             session_id = await self._new_session(project, endpoint)
+        # the message is activity, written before the agent gets it: an idle sweep (on any
+        # replica) that read the project before this cannot stop it now
+        if not await self.store.touch(project.user_id, project.project_id, active_only=True):
+            raise Conflict(
+                f"Project {project.name!r} is no longer active; activate it to chat.",
+                code="NotActive",
+            )
         session_id, response = await self._open(project, endpoint, session_id, message)
         self._started(project)
         return Reply(

@@ -26,6 +26,7 @@ from gooseui.store import ProjectStore, now
 logger = logging.getLogger("gooseui.idle")
 
 IDLE_REASON = "Idle"
+STATUS_CALLS = 32  # agents asked at once in a sweep (the Goose client's pool serves chat too)
 
 
 def sweep_interval(timeout_minutes: float) -> float:
@@ -50,6 +51,7 @@ class IdleSweeper:
         self.chat = chat
         self.goose = goose
         self._task: asyncio.Task[None] | None = None
+        self._calls = asyncio.Semaphore(STATUS_CALLS)
         self.sweeps = 0
 
     def start(self) -> None:
@@ -70,6 +72,8 @@ class IdleSweeper:
                 await self.sweep()
             except GooseUIError as exc:  # MongoDB away: the next sweep tries again
                 log(logger, "idle.sweep_failed", logging.WARNING, error=exc.detail)
+            except Exception:  # a bug must not end the sweeps for good, silently
+                logger.exception("idle sweep failed")
 
     async def sweep(self) -> list[Project]:
         """One pass: the projects it stopped."""
@@ -88,20 +92,27 @@ class IdleSweeper:
         )
         return stopped
 
+    def _in_use(self, uid: str, pid: str) -> bool:
+        return self.chat.replying(uid, pid) or self.lifecycle.running(uid, pid)
+
     async def _check(self, project: Project) -> Project | None:
         uid, pid = project.user_id, project.project_id
-        if self.chat.replying(uid, pid) or self.lifecycle.running(uid, pid):
+        if self._in_use(uid, pid):
             return None  # its reply's end (or the transition) sets the clock again
         try:
-            busy = bool(project.endpoint) and await self.goose.busy(project.endpoint or "")
-        except GooseUnreachable:
-            busy = False  # an agent that cannot answer is doing no work worth keeping
+            async with self._calls:
+                busy = bool(project.endpoint) and await self.goose.busy(project.endpoint or "")
+        except GooseUnreachable as exc:
+            if exc.timeout:
+                return None  # it could not say in time: not stopped on a guess
+            busy = False  # refused: an agent that cannot answer does no work worth keeping
         if busy:
             await self.store.touch(uid, pid)  # working on a reply: that counts as use
             return None
         fresh = await self.store.get(uid, pid)  # a message may have come meanwhile
         last = (fresh or {}).get("last_activity_at")
-        if fresh is None or (last is not None and last >= now() - timedelta(minutes=self.timeout)):
+        cutoff = now() - timedelta(minutes=self.timeout)
+        if fresh is None or (last is not None and last >= cutoff) or self._in_use(uid, pid):
             return None
         minutes = f"{self.timeout:g}"
         try:
@@ -110,6 +121,8 @@ class IdleSweeper:
                 wait=False,
                 reason=IDLE_REASON,
                 why=f"Stopped after {minutes} min without activity",
+                # not if a message touched it since this reading, on any replica
+                unless_changed={"last_activity_at": last},
             )
         except GooseUIError as exc:  # changed meanwhile (a message, another replica's stop)
             log(logger, "idle.not_stopped", user_id=uid, project_id=pid, error=exc.detail)

@@ -237,10 +237,13 @@ class Lifecycle:
         allowed: list[Status],
         target: Status,
         changes: dict[str, Any] | None = None,
+        where: dict[str, Any] | None = None,
     ) -> Project:
-        """The compare-and-set of a transition. The project counts as worked on (`running`)
-        while the write is under way: between the write and the task's start a pass would
-        otherwise see a transition with no task, and start a second one."""
+        """The compare-and-set of a transition (`where`: more fields it expects as given).
+
+        The project counts as worked on (`running`) while the write is under way: between
+        the write and the task's start a pass would otherwise see a transition with no
+        task, and start a second one."""
         key = (project.user_id, project.project_id)
         if key in self._claimed:
             raise Conflict(
@@ -257,6 +260,7 @@ class Lifecycle:
                 holder=self.replica,
                 # a transition is owned while it runs; a settled status is owned by nobody
                 lease="take" if target.in_transition else "free",
+                where=where,
             )
         finally:
             self._claimed.discard(key)
@@ -645,10 +649,19 @@ class Lifecycle:
     # deactivate ------------------------------------------------------------------------
 
     async def deactivate(
-        self, project: Project, wait: bool = True, reason: str | None = None, why: str | None = None
+        self,
+        project: Project,
+        wait: bool = True,
+        reason: str | None = None,
+        why: str | None = None,
+        unless_changed: dict[str, Any] | None = None,
     ) -> Project:
         """Scale to 0; `reason` and `why` say why the project stopped (an idle stop's
-        `Idle`), kept on the inactive project. An activation under way is cancelled."""
+        `Idle`), kept on the inactive project. An activation under way is cancelled.
+
+        With `unless_changed` (fields as last read, e.g. `last_activity_at`), only an
+        active project whose fields are still so is stopped: a stop decided on a reading
+        does not hit a project that was used since (409 otherwise)."""
         if project.status == Status.INACTIVE:
             return project
         key = (project.user_id, project.project_id)
@@ -667,14 +680,16 @@ class Lifecycle:
             return doc
         self._envs()
         start = self.event(project, Status.DEACTIVATING, Step.START, why or "Deactivation started")
+        allowed = [
+            *(s for s in Status if s.can_deactivate and not s.in_transition),
+            *self._stale(project),
+        ]
         started = await self._transition(
             project,
-            [
-                *(s for s in Status if s.can_deactivate and not s.in_transition),
-                *self._stale(project),
-            ],
+            [Status.ACTIVE] if unless_changed is not None else allowed,
             Status.DEACTIVATING,
             {"desired_replicas": 0, "timeline": [start.to_json()]},
+            where=unless_changed,
         )
         self.emit(start)
         task = self._start(started, self._deactivate(started, why, reason), "deactivate")

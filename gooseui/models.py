@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -167,6 +168,7 @@ class MessageIn(BaseModel):
     session_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
     activate: bool = Field(
         False,
+        strict=True,  # a JSON boolean, as published: not "yes", 1 or "false"
         description=(
             "Start the project first when it is inactive or failed: the stream then begins "
             'with its activation\'s progress, `{"type":"activation","content":{"step",'
@@ -176,28 +178,54 @@ class MessageIn(BaseModel):
     )
 
 
-MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
+# not a JSON number, `true`, `false` or `null`: the agent reads an environment value as JSON
+# first, and a model of 4 would not let it start
+MODEL_PATTERN = (
+    r"^(?!(?:true|false|null|(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)$)"
+    r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
+)
 MODEL_DESCRIPTION = (
     "The agent's model for this project (e.g. `gpt-4o`, `claude-sonnet-4`), passed to its "
     "pod as GOOSE_MODEL; it takes effect at the project's next activation."
 )
 
 
+def _string_branch(schema: dict[str, Any], rule: Callable[[dict[str, Any]], None]) -> None:
+    """Apply a string rule to an optional field's string branch (`anyOf` with null)."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "string":
+            rule(branch)
+
+
+def _model_rule(schema: dict[str, Any]) -> None:
+    schema.update(minLength=1, maxLength=128, pattern=MODEL_PATTERN)
+
+
+def _model_schema(schema: dict[str, Any]) -> None:
+    """Published, checked by the service (InvalidModel): pydantic's regex engine has no
+    look-ahead."""
+    _string_branch(schema, _model_rule)
+
+
 class ProjectIn(NameIn):
     """Body of project create: a name, and optionally the agent's model."""
 
-    model: str | None = Field(None, description=MODEL_DESCRIPTION, pattern=MODEL_PATTERN)
+    model: str | None = Field(None, description=MODEL_DESCRIPTION, json_schema_extra=_model_schema)
 
 
 class ProjectPatch(BaseModel):
     """Body of `PATCH …/projects/{pid}`: the fields to change, the others left as they are
     (`"model": null` goes back to the agent environment's model)."""
 
-    name: str | None = Field(None, description="As in PUT; unique per user regardless of case.")
-    keep_running: bool | None = Field(
-        None, description="True: never stopped for being idle (GOOSEUI_IDLE_TIMEOUT)."
+    name: str | None = Field(
+        None,
+        description="As in PUT; unique per user regardless of case.",
+        json_schema_extra=lambda schema: _string_branch(schema, _name_schema),
     )
-    model: str | None = Field(None, description=MODEL_DESCRIPTION, pattern=MODEL_PATTERN)
+    keep_running: bool | None = Field(
+        None, strict=True, description="True: never stopped for being idle (GOOSEUI_IDLE_TIMEOUT)."
+    )
+    model: str | None = Field(None, description=MODEL_DESCRIPTION, json_schema_extra=_model_schema)
 
 
 class SessionOut(BaseModel):
@@ -221,8 +249,10 @@ class ChatEvent(BaseModel):
 
     The agent's types include `message` (`content.content` is a text delta to append),
     `tool_request`, `tool_response`, `thinking`, `error` and `complete`; a client must
-    ignore types it does not know. A failure after the stream started is an `error` event
-    with `content.message` and `content.code`.
+    ignore types it does not know. A message sent with `activate` to a stopped project
+    begins with the console's `activation` events (`content.step`, `content.message`).
+    A failure after the stream started is an `error` event with `content.message` and
+    `content.code`.
     """
 
     model_config = ConfigDict(extra="allow")

@@ -202,13 +202,19 @@ class Runtime:
             agent_env=agent_env,
             replica=self.replica,
         )
-        chat = ChatService(store, self.goose, settings.chat_keepalive, self.locks)
+        # a long reply notes its activity three times per idle timeout (at most every minute)
+        every = min(60.0, settings.idle_timeout * 20) if settings.idle_timeout else 60.0
+        chat = ChatService(store, self.goose, settings.chat_keepalive, self.locks, every)
         self._service = ProjectService(settings, store, self.bus, self.lifecycle, chat)
         if environments is not None:
             self.reconciler = Reconciler(
                 store, environments, self.lifecycle, settings.reconcile_interval
             )
             await self.reconciler.start()
+            try:
+                await store.start_idle_clocks()
+            except Unavailable as exc:  # MongoDB away at start: the sweeps wait for it too
+                log(logger, "idle.clocks_not_started", logging.WARNING, error=exc.detail)
             self.idle = IdleSweeper(settings.idle_timeout, store, self.lifecycle, chat, self.goose)
             self.idle.start()
         else:

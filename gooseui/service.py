@@ -12,7 +12,7 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -43,7 +43,7 @@ def clean_model(raw: str | None) -> str | None:
     if not isinstance(raw, str) or not re.fullmatch(MODEL_PATTERN, raw):
         raise Invalid(
             "A model is 1 to 128 letters, digits and . _ : / @ + - (starting with a letter "
-            "or digit), as the provider names it.",
+            "or digit, and not a number, true, false or null), as the provider names it.",
             code="InvalidModel",
         )
     return raw
@@ -61,7 +61,12 @@ class WakeReply:
     """A message to a stopped project, as one stream: its activation's progress as
     `{"type":"activation","content":{"step","message"}}` events, then the agent's reply
     (`session`, the agent's events). A failed activation ends the stream with an `error`
-    event whose `code` is the failure's reason; the project is then `failed` with it."""
+    event whose `code` is the failure's reason; the project is then `failed` with it.
+
+    `start()` subscribes to the project's progress and starts the activation before any
+    byte is sent, so that what can be refused (no cluster, another transition) is refused
+    with its HTTP status; a wake another tab started already is followed, not refused.
+    """
 
     def __init__(
         self, service: ProjectService, project: Project, message: str, session_id: str | None
@@ -71,16 +76,46 @@ class WakeReply:
         self._message = message
         self._session_id = session_id
         self._reply: Reply | None = None
+        self._stack = AsyncExitStack()
+        self._progress: AsyncIterator[ProjectEvent | None] | None = None
+        self._active = False
+
+    async def start(self) -> WakeReply:
+        uid, pid = self.project.user_id, self.project.project_id
+        service = self._service
+        try:
+            self._progress = await self._stack.enter_async_context(
+                service.progress(uid, pid, service.settings.chat_keepalive)
+            )
+            self._stack.push_async_callback(self._progress.aclose)  # type: ignore[attr-defined]
+            current = await anext(self._progress)  # the status once subscribed: `current`
+            assert current is not None
+            if current.status == Status.ACTIVE:
+                self._active = True
+            elif current.status != Status.ACTIVATING:
+                try:
+                    started = await service.activate(uid, pid, wait=False)
+                except Conflict as exc:
+                    if exc.code != "InTransition":
+                        raise
+                    started = await service.get_project(uid, pid)  # another tab's wake
+                self._active = started.status == Status.ACTIVE
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
 
     async def events(self) -> AsyncIterator[bytes]:
         uid, pid = self.project.user_id, self.project.project_id
+        failure: dict[str, str] | None = None
         try:
-            failure: dict[str, str] | None = None
-            async for chunk in self._activation():
-                if isinstance(chunk, dict):
-                    failure = chunk
-                    break
-                yield chunk
+            if not self._active:
+                async for chunk in self._activation():
+                    if isinstance(chunk, dict):
+                        failure = chunk
+                        break
+                    yield chunk
+            await self._stack.aclose()  # the progress is no longer needed
             if failure is None:
                 self._reply = await self._service.send_message(
                     uid, pid, self._message, self._session_id
@@ -96,29 +131,25 @@ class WakeReply:
 
     async def _activation(self) -> AsyncIterator[bytes | dict[str, str]]:
         """The activation's progress as SSE bytes, until active; a failure as a dict."""
-        uid, pid = self.project.user_id, self.project.project_id
-        service = self._service
-        async with service.progress(uid, pid, service.settings.chat_keepalive) as progress:
-            current = self.project  # subscribed first: no step slips by
-            if current.status != Status.ACTIVATING:
-                current = await service.activate(uid, pid, wait=False)
-            if current.status == Status.ACTIVE:
-                return
-            async for event in progress:
-                if event is None:
-                    yield KEEPALIVE
-                elif event.step == Step.CURRENT:
-                    continue
-                elif event.status in (Status.ACTIVATING, Status.ACTIVE):
-                    step = {"step": event.step, "message": event.message}
-                    yield sse({"type": "activation", "content": step})
-                    if event.status == Status.ACTIVE:
-                        return
-                else:  # failed, stopped (cancelled), deleted
-                    yield {"message": event.message, "code": event.reason or "NotActive"}
+        assert self._progress is not None
+        async for event in self._progress:
+            if event is None:
+                yield KEEPALIVE
+            elif event.status in (Status.ACTIVATING, Status.ACTIVE):
+                step = {"step": event.step, "message": event.message}
+                yield sse({"type": "activation", "content": step})
+                if event.status == Status.ACTIVE:
                     return
+            elif event.status in (Status.DEACTIVATING, Status.INACTIVE):
+                yield {"message": "The activation was cancelled.", "code": "Cancelled"}
+                return
+            else:  # failed, deleted
+                yield {"message": event.message, "code": event.reason or "NotActive"}
+                return
+        yield {"message": "The project was deleted.", "code": "ProjectNotFound"}
 
     async def aclose(self) -> None:
+        await self._stack.aclose()
         if self._reply is not None:
             await self._reply.aclose()
 
@@ -250,23 +281,33 @@ class ProjectService:
         keep_running: bool | None = None,
         model: str | None = UNSET,
     ) -> Project:
-        """Change what is given (a rename as `rename_project` does it), leave the rest."""
+        """Change what is given, in one write; leave the rest."""
         project = await self.get_project(user_id, project_id)
         fields: dict[str, Any] = {}
         if model is not UNSET and clean_model(model) != project.model:
             fields["model"] = model
-        if name is not None:
-            project = await self.rename_project(user_id, project_id, name)
         if keep_running is not None and keep_running != project.keep_running:
             fields["keep_running"] = keep_running
-        if fields:
+            if not keep_running:
+                fields["last_activity_at"] = now()  # its idle clock starts now, not long ago
+        if name is not None:
+            name = clean_name(name)
+            doc = await self.store.rename(
+                user_id, project_id, name, forbidden=[Status.DELETING], extra=fields
+            )
+        elif fields:
             doc = await self.store.set_fields(user_id, project_id, fields)
-            if doc is None:
-                await self.get_project(user_id, project_id)  # NotFound if it went meanwhile
-                raise Conflict(f"Project {project.name!r} changed; try again.", code="InTransition")
-            project = Project.from_document(doc)
-            self._announce(project, Step.CHANGED, f"Changed: {', '.join(sorted(fields))}")
-        return project
+        else:
+            return project
+        if doc is None:
+            await self.get_project(user_id, project_id)  # NotFound if it went meanwhile
+            raise Conflict(f"Project {project.name!r} is being deleted.", code="InTransition")
+        changed = Project.from_document(doc)
+        if name is not None:
+            self._announce(changed, Step.RENAMED, f"Renamed to {name!r}")
+        if fields:
+            self._announce(changed, Step.CHANGED, f"Changed: {', '.join(sorted(fields))}")
+        return changed
 
     async def delete_project(self, user_id: str, project_id: str) -> None:
         """Delete the project's cluster objects, then its record (DESIGN section 4)."""
@@ -361,7 +402,7 @@ class ProjectService:
         ChatService.check_message(message)
         project = await self.get_project(user_id, project_id)
         if activate and (project.status.can_activate or project.status == Status.ACTIVATING):
-            return WakeReply(self, project, message, session_id)
+            return await WakeReply(self, project, message, session_id).start()
         return await self.chat.send(project, message, session_id)
 
     async def history(self, user_id: str, project_id: str) -> dict:

@@ -40,6 +40,8 @@ INDEXES: list[tuple[str, list[tuple[str, int]], bool]] = [
     ("user_project", [("user_id", ASCENDING), ("project_id", ASCENDING)], True),
     ("user_name", [("user_id", ASCENDING), ("name_key", ASCENDING)], True),
     ("user_created", [("user_id", ASCENDING), ("created_at", DESCENDING)], False),
+    # the idle sweep's query: active projects by their last activity
+    ("status_activity", [("status", ASCENDING), ("last_activity_at", ASCENDING)], False),
 ]
 
 
@@ -221,7 +223,12 @@ class ProjectStore:
             return await self._collection.count_documents({"user_id": user_id})
 
     async def rename(
-        self, user_id: str, project_id: str, name: str, forbidden: Iterable[Status] = ()
+        self,
+        user_id: str,
+        project_id: str,
+        name: str,
+        forbidden: Iterable[Status] = (),
+        extra: Document | None = None,
     ) -> Document | None:
         """Rename unless the project is in one of the `forbidden` statuses.
 
@@ -235,7 +242,14 @@ class ProjectStore:
             try:
                 doc = await self._collection.find_one_and_update(
                     query,
-                    {"$set": {"name": name, "name_key": name_key(name), "updated_at": now()}},
+                    {
+                        "$set": {
+                            **(extra or {}),
+                            "name": name,
+                            "name_key": name_key(name),
+                            "updated_at": now(),
+                        }
+                    },
                     return_document=ReturnDocument.AFTER,
                 )
             except DuplicateKeyError as exc:
@@ -261,8 +275,10 @@ class ProjectStore:
         *,
         holder: str | None = None,
         lease: LeaseOp | None = None,
+        where: Document | None = None,
     ) -> Document | None:
-        """Apply `changes` only if the status is one of `expected`; None when it was not.
+        """Apply `changes` only if the status is one of `expected` (and the fields in
+        `where` are as given); None when it was not.
 
         This is the single way a lifecycle transition is written. With `holder`, the work on
         the project is owned through a lease in its document (`lease_holder`,
@@ -274,7 +290,7 @@ class ProjectStore:
         allowed = [str(s) for s in expected]
         moment = now()
         key = {"user_id": user_id, "project_id": project_id}
-        base: Document = {**key, "status": {"$in": allowed}}
+        base: Document = {**(where or {}), **key, "status": {"$in": allowed}}
         # the write's own mark: a write retried after a timeout (the first attempt had
         # landed) finds no match, and the mark tells that it was this write that landed
         mark = token_hex(8)
@@ -348,11 +364,15 @@ class ProjectStore:
 
     async def set_fields(self, user_id: str, project_id: str, fields: Document) -> Document | None:
         """Set settings of a project that no transition owns (`keep_running`); the project
-        after, or None when there is none."""
+        after, or None when there is none (or it is being deleted)."""
         started = time.perf_counter()
         async with self._guard("set_fields"):
             doc = await self._collection.find_one_and_update(
-                {"user_id": user_id, "project_id": project_id},
+                {
+                    "user_id": user_id,
+                    "project_id": project_id,
+                    "status": {"$ne": str(Status.DELETING)},
+                },
                 {"$set": {**fields, "updated_at": now()}},
                 projection={"timeline": 0},
                 return_document=ReturnDocument.AFTER,
@@ -367,16 +387,37 @@ class ProjectStore:
         )
         return doc
 
-    async def touch(self, user_id: str, project_id: str) -> None:
+    async def touch(self, user_id: str, project_id: str, active_only: bool = False) -> bool:
         """Note activity on the project (a message, a reply, agent work): the idle stop
-        counts from the last one, whichever replica saw it."""
+        counts from the last one, whichever replica saw it. With `active_only`, only an
+        active project is touched; returns whether one was."""
         started = time.perf_counter()
+        query: Document = {"user_id": user_id, "project_id": project_id}
+        if active_only:
+            query["status"] = str(Status.ACTIVE)
         async with self._guard("touch"):
-            await self._collection.update_one(
-                {"user_id": user_id, "project_id": project_id},
+            result = await self._collection.update_one(query, {"$set": {"last_activity_at": now()}})
+        self._logged(
+            "touch",
+            started,
+            user_id=user_id,
+            project_id=project_id,
+            result="ok" if result.matched_count else "no-match",
+        )
+        return bool(result.matched_count)
+
+    async def start_idle_clocks(self) -> int:
+        """Give active projects without a clock (recorded before there was one) a start
+        now: the first sweep after an upgrade would otherwise stop them all at once."""
+        started = time.perf_counter()
+        async with self._guard("start_idle_clocks"):
+            result = await self._collection.update_many(
+                {"status": str(Status.ACTIVE), "last_activity_at": None},
                 {"$set": {"last_activity_at": now()}},
             )
-        self._logged("touch", started, user_id=user_id, project_id=project_id)
+        if result.modified_count:
+            self._logged("start_idle_clocks", started, projects=result.modified_count)
+        return result.modified_count
 
     async def idle_since(self, cutoff: datetime) -> list[Document]:
         """Active projects, not kept running, with no activity since `cutoff` (one query)."""

@@ -27,6 +27,10 @@ PROJECT_KEYS = {
     "created_at",
     "updated_at",
     "last_activated_at",
+    # issue 13: the idle clock, its exemption, the project's own model
+    "last_activity_at",
+    "keep_running",
+    "model",
 }
 
 
@@ -324,10 +328,12 @@ async def test_options_and_405_name_every_method_of_the_path(client: httpx.Async
     options = await client.options("/users/alice/projects")
     assert options.status_code == 204
     assert options.headers["allow"] == "GET, OPTIONS, POST"
-    patch = await client.patch("/users/alice/projects/abcdefgh", json={"name": "x"})
-    body = assert_error(patch, 405, "MethodNotAllowed")
-    assert patch.headers["allow"] == "DELETE, GET, OPTIONS, PUT"
-    assert "PATCH" in body["detail"] and "x-request-id" in patch.headers
+    put = await client.put("/users/alice/projects/abcdefgh/messages", json={"message": "x"})
+    body = assert_error(put, 405, "MethodNotAllowed")
+    assert put.headers["allow"] == "GET, OPTIONS, POST"
+    assert "PUT" in body["detail"] and "x-request-id" in put.headers
+    item = await client.options("/users/alice/projects/abcdefgh")
+    assert item.headers["allow"] == "DELETE, GET, OPTIONS, PATCH, PUT"
     messages = await client.options("/users/alice/projects/abcdefgh/messages")
     assert messages.headers["allow"] == "GET, OPTIONS, POST"
     assert (await client.get("/users/alice/projects")).json() == []

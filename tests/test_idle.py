@@ -105,3 +105,24 @@ async def test_patch_refuses_what_it_does_not_know(client: httpx.AsyncClient) ->
     assert renamed.json()["keep_running"] is False
     missing = await client.patch("/users/alice/projects/abcdefgh", json={"keep_running": True})
     assert missing.status_code == 404 and missing.json()["code"] == "ProjectNotFound"
+
+
+async def test_projects_from_before_the_clock_get_one_at_start(
+    idle_after_3s: None, request: pytest.FixtureRequest, console_env: dict[str, str]
+) -> None:
+    """An active project recorded before there was an idle clock is not stopped at once
+    by the first sweep after an upgrade: its clock starts when the console does."""
+    from gooseui.store import create_client
+
+    async with console(request) as client:
+        project = await new_project(client)
+        assert (await client.post(url(project, "activate"))).status_code == 200
+        mongo = create_client(console_env["MONGO_URI"])
+        await mongo[console_env["MONGO_DB"]]["projects"].update_one(
+            {"project_id": project["project_id"]},
+            {"$unset": {"last_activity_at": ""}, "$set": {"last_activated_at": None}},
+        )
+        await mongo.close()
+    async with console(request) as client:
+        started = (await client.get(url(project))).json()
+        assert started["status"] == "active" and started["last_activity_at"] is not None

@@ -49,7 +49,9 @@ async def test_a_projects_model_reaches_only_its_pod(
 
 
 async def test_a_model_name_is_checked(client: httpx.AsyncClient) -> None:
-    for bad in ("", "two words", "-dash-first", "x" * 200, "a\nb"):
+    # `4`, `true`, `null`: the agent reads an environment value as JSON first, and would
+    # not start with a number for its model
+    for bad in ("", "two words", "-dash-first", "x" * 200, "a\nb", "4", "1.5", "true", "null"):
         response = await client.post("/users/alice/projects", json={"name": "M", "model": bad})
         assert response.status_code == 422, (bad, response.text)
     assert (await client.get("/users/alice/projects")).json() == []

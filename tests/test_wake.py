@@ -56,3 +56,22 @@ async def test_a_failed_wake_ends_with_its_reason(
         assert "session" not in [e["type"] for e in events]
         stored = (await http.get(url(project))).json()
         assert stored["status"] == "failed" and stored["status_reason"] == "ImagePullFailed"
+
+
+async def test_two_wakes_at_once_share_one_activation(
+    console_env: dict[str, str], request: pytest.FixtureRequest
+) -> None:
+    """Two tabs send to the same stopped project at once: one activation, two replies."""
+    import asyncio
+
+    async with live_console(request) as base, httpx.AsyncClient(base_url=base, timeout=60) as http:
+        project = await new_project(http)
+        first, second = await asyncio.gather(
+            events_of(http, project, message="one", activate=True),
+            events_of(http, project, message="two", activate=True),
+        )
+        for events in (first, second):
+            assert events[-1]["type"] == "complete", events[-3:]
+        for events in (first, second):  # each follows the one activation, none a second
+            steps = [e["content"]["step"] for e in events if e["type"] == "activation"]
+            assert steps.count("start") <= 1 and steps.count("ready") <= 1

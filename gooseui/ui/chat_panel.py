@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nicegui import background_tasks, ui
@@ -45,6 +46,8 @@ class ChatPanel:
         self.following = True
         self._position = 0.0
         self._waking = False  # a message sent to a stopped project is starting it
+        # called after each reply (the page reads the project again: its idle clock moved)
+        self.on_reply_end: Callable[[], Awaitable[None]] | None = None
         self._progress: ui.label | None = None
         with ui.column().classes("w-full h-full gap-2 no-wrap").mark("chat-panel") as self.card:
             with ui.row().classes("w-full items-center justify-between"):
@@ -317,6 +320,8 @@ class ChatPanel:
             self.task = None
             self._waking = False
             self._progress = None
+            if self.on_reply_end is not None:
+                background_tasks.create(self.on_reply_end(), name="after a reply")
             self.stop_button.set_visibility(False)
             self.send_button.set_enabled(True)
             self._controls()

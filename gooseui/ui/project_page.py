@@ -130,6 +130,7 @@ class ProjectView:
             with ui.tab_panel("events").classes("p-0"):
                 self.events = EventsPanel(diagnostics, project)
         self.tabs.on_value_change(self._tab_changed)
+        self.chat.on_reply_end = self._read_again
         ui.timer(1.0, self._tick)
         self.show(project)
 
@@ -271,6 +272,15 @@ class ProjectView:
                 ui.button("Cancel", on_click=dialog.close).props("flat")
                 ui.button("Save", on_click=save).mark("model-save")
         dialog.open()
+
+    async def _read_again(self) -> None:
+        try:
+            project = await self.service.get_project(self.project.user_id, self.project.project_id)
+        except GooseUIError:
+            return
+        if not self.name.is_deleted:
+            with self.name:  # a task of its own: the page's slot, for the title
+                self.show(project)
 
     async def _keep_changed(self) -> None:
         p = self.project
