@@ -211,6 +211,11 @@ class ChatPanel:
         else:
             self.jump.set_visibility(True)
 
+    async def _settle(self) -> None:
+        await asyncio.sleep(0.2)
+        if self.following and not self.scroll.is_deleted:
+            self.scroll.scroll_to(percent=1.0)
+
     def _jump(self) -> None:
         self.following = True
         self.jump.set_visibility(False)
@@ -322,6 +327,10 @@ class ChatPanel:
             self._progress = None
             if self.on_reply_end is not None:
                 background_tasks.create(self.on_reply_end(), name="after a reply")
+            if self.following:
+                # once more after the browser has laid the last render out: a scroll sent
+                # with the content goes to the bottom the content had before it
+                background_tasks.create(self._settle(), name="scroll to the reply's end")
             self.stop_button.set_visibility(False)
             self.send_button.set_enabled(True)
             self._controls()
