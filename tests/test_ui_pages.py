@@ -282,3 +282,17 @@ async def test_the_agents_model_is_set_on_the_page(user: User) -> None:
     user.find(marker="model-save").click()
     await user.should_see("Model: gpt-test-3", retries=50)
     assert (await service().get_project("alice", project.project_id)).model == "gpt-test-3"
+
+
+def test_every_status_badge_is_aa_on_white_text() -> None:
+    """The browser test measures the badges a page shows; this covers every status's."""
+    from gooseui.ui.layout import PRIMARY, STATUS_COLORS
+
+    def luminance(hex_color: str) -> float:
+        channels = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    for status, color in {**STATUS_COLORS, "primary": PRIMARY}.items():
+        ratio = (1.05) / (luminance(color) + 0.05)
+        assert ratio >= 4.5, f"{status}: {color} on white is {ratio:.2f}:1"
