@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import console_process
+from common import browser, console_process
 from scale import baseline_python
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 
 from gooseui.devcluster import Delays, SimClusterThread
 
@@ -63,23 +62,6 @@ _PRESENT = """
 return document.evaluate(arguments[0], document, null,
     XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue !== null;
 """
-
-
-def browser() -> webdriver.Chrome:
-    options = webdriver.ChromeOptions()
-    for flag in (
-        "headless",
-        "no-sandbox",
-        "disable-gpu",
-        "disable-dev-shm-usage",
-        "disable-background-networking",
-        "disable-component-update",
-        "disable-sync",
-        "no-first-run",
-        "window-size=1400,1000",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 
 
 def until(condition: Callable[[], bool], what: str, seconds: float = 120.0) -> None:

@@ -20,7 +20,7 @@ from kubernetes_asyncio import client as k8s
 from gooseui.devcluster import SimClusterThread
 from tests.conftest import MONGO_PASSWORD_MARKER, PROVIDER_KEY_MARKER, console, live_console
 from tests.test_api import assert_error
-from tests.test_lifecycle import new_project, pods, settled, until, url
+from tests.test_lifecycle import fail_keeping_its_pod, new_project, pods, until, url
 
 MARK = "\u2022" * 4
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z ")
@@ -110,12 +110,7 @@ async def test_previous_container_after_a_crash(
     monkeypatch.setenv("ACR_IMAGE", "goose-api:crash")
     async with console(request) as client:
         project = await new_project(client, "Crashes")
-        response = await client.post(url(project, "activate"), params={"wait": "false"})
-        assert response.status_code == 202
-        await until(lambda: pods(kube, project), 4)
-        path = f"/apis/apps/v1/namespaces/{project['namespace']}/deployments"
-        sim.fail_requests(path, 500, count=None, method="PATCH")
-        stored = await settled(client, project)
+        stored = await fail_keeping_its_pod(client, kube, sim, project)
         assert stored["status"] == "failed" and stored["status_reason"] == "CrashLoop", stored
 
         async def restarted() -> bool:
@@ -154,12 +149,7 @@ async def test_logs_of_a_container_that_never_started(
     monkeypatch.setenv("ACR_IMAGE", "goose-api:pull-error")
     async with console(request) as client:
         project = await new_project(client, "Unpulled")
-        response = await client.post(url(project, "activate"), params={"wait": "false"})
-        assert response.status_code == 202
-        await until(lambda: pods(kube, project), 4)
-        path = f"/apis/apps/v1/namespaces/{project['namespace']}/deployments"
-        sim.fail_requests(path, 500, count=None, method="PATCH")
-        stored = await settled(client, project)
+        stored = await fail_keeping_its_pod(client, kube, sim, project)
         assert stored["status_reason"] == "ImagePullFailed", stored
         body = assert_error(await client.get(url(project, "logs")), 409, "ContainerNotStarted")
         assert "is waiting to start" in body["detail"] and "cluster events" in body["detail"]

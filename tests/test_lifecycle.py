@@ -66,6 +66,22 @@ async def replicas_of(kube: k8s.ApiClient, project: dict[str, Any]) -> int | Non
     return dep["spec"]["replicas"] if dep else None
 
 
+async def fail_keeping_its_pod(
+    client: httpx.AsyncClient,
+    kube: k8s.ApiClient,
+    sim: SimClusterThread,
+    project: dict[str, Any],
+) -> dict[str, Any]:
+    """Activate a project whose activation fails, with its scale-down refused by the API
+    server (so its pod stays); the project once it has settled."""
+    response = await client.post(url(project, "activate"), params={"wait": "false"})
+    assert response.status_code == 202
+    await until(lambda: pods(kube, project), 4)
+    path = f"/apis/apps/v1/namespaces/{project['namespace']}/deployments"
+    sim.fail_requests(path, 500, count=None, method="PATCH")
+    return await settled(client, project)
+
+
 def url(project: dict[str, Any], action: str = "") -> str:
     base = f"/users/{project['user_id']}/projects/{project['project_id']}"
     return f"{base}/{action}" if action else base
@@ -524,12 +540,7 @@ async def test_a_failed_project_whose_pod_still_runs_is_scaled_down(
     monkeypatch.setenv("GOOSEUI_RECONCILE_INTERVAL", "0.5")
     async with console(request) as client:
         project = await new_project(client)
-        response = await client.post(url(project, "activate"), params={"wait": "false"})
-        assert response.status_code == 202
-        await until(lambda: pods(kube, project), 4)
-        path = f"/apis/apps/v1/namespaces/{project['namespace']}/deployments"
-        sim.fail_requests(path, 500, count=None, method="PATCH")
-        stored = await settled(client, project)
+        stored = await fail_keeping_its_pod(client, kube, sim, project)
         assert stored["status"] == "failed" and stored["status_reason"] == "CrashLoop", stored
         assert (await deployment(kube, project))["spec"]["replicas"] == 1  # refused
         sim.clear_faults()

@@ -55,3 +55,21 @@ async def test_a_model_name_is_checked(client: httpx.AsyncClient) -> None:
         response = await client.post("/users/alice/projects", json={"name": "M", "model": bad})
         assert response.status_code == 422, (bad, response.text)
     assert (await client.get("/users/alice/projects")).json() == []
+
+
+async def test_a_model_the_console_refuses_is_one_the_agent_cannot_start_with(
+    client: httpx.AsyncClient, console_env: dict[str, str]
+) -> None:
+    """Why `4` is refused: the agent (real, and simulated alike) reads GOOSE_MODEL as JSON
+    first, gets a number, and exits. Written past the console's check, it crash-loops."""
+    from gooseui.store import create_client
+
+    project = (await client.post("/users/alice/projects", json={"name": "Numbered"})).json()
+    mongo = create_client(console_env["MONGO_URI"])
+    await mongo[console_env["MONGO_DB"]]["projects"].update_one(
+        {"project_id": project["project_id"]}, {"$set": {"model": "4"}}
+    )
+    await mongo.close()
+    response = await client.post(url(project, "activate"))
+    assert response.status_code == 502 and response.json()["code"] == "CrashLoop", response.text
+    assert "expected a string" in response.json()["detail"]

@@ -397,30 +397,8 @@ class KubeClient:
             query.append(("labelSelector", label_selector))
         if field_selector:
             query.append(("fieldSelector", field_selector))
-        started = time.perf_counter()
-        try:
-            # an API server answers a watch's headers at once; one that does not is hanging
-            async with asyncio.timeout(CALL_TIMEOUT):
-                response = await api.call_api(
-                    path,
-                    "GET",
-                    query_params=query,
-                    header_params={"Accept": "application/json"},
-                    auth_settings=["BearerToken"],
-                    _preload_content=False,
-                    _request_timeout=(CALL_TIMEOUT, timeout_seconds + 15),
-                )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ClusterUnavailable(
-                f"The Kubernetes API server at {self.info.server} does not answer ({exc})."
-            ) from exc
-        log(
-            logger,
-            "k8s.call",
-            method="WATCH",
-            path=path,
-            status=response.status,
-            ms=round((time.perf_counter() - started) * 1000, 1),
+        response = await self._open_stream(
+            api, "WATCH", path, query, "application/json", (CALL_TIMEOUT, timeout_seconds + 15)
         )
         try:
             if response.status != 200:
@@ -465,19 +443,41 @@ class KubeClient:
         """
         api = self._require(stream=True)
         params = [(k, _query_value(v)) for k, v in (query or {}).items() if v is not None]
+        # no read timeout: a quiet container writes nothing for hours
+        timeout = aiohttp.ClientTimeout(connect=CALL_TIMEOUT, sock_connect=CALL_TIMEOUT)
+        response = await self._open_stream(api, "GET", path, params, "text/plain, */*", timeout)
+        if response.status != 200:
+            try:
+                raw = await response.read()
+            finally:
+                response.release()
+            raise _kube_error(response.status, _json(raw), raw)
+        self.streams_open += 1
+        return TextStream(response, max_line, on_close=self._stream_closed)
+
+    async def _open_stream(
+        self,
+        api: k8s_client.ApiClient,
+        label: str,
+        path: str,
+        query: list[tuple[str, str]],
+        accept: str,
+        request_timeout: Any,
+    ) -> Any:
+        """A streamed GET on the stream pool, its headers within CALL_TIMEOUT (an API server
+        answers them at once; one that does not is hanging), with its `k8s.call` line
+        (`label`: WATCH or GET); the caller reads and releases the answer."""
         started = time.perf_counter()
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
                 response = await api.call_api(
                     path,
                     "GET",
-                    query_params=params,
-                    header_params={"Accept": "text/plain, */*"},
+                    query_params=query,
+                    header_params={"Accept": accept},
                     auth_settings=["BearerToken"],
                     _preload_content=False,
-                    _request_timeout=aiohttp.ClientTimeout(
-                        connect=CALL_TIMEOUT, sock_connect=CALL_TIMEOUT
-                    ),
+                    _request_timeout=request_timeout,
                 )
         except k8s_config.ConfigException as exc:
             raise ClusterUnavailable(f"The cluster credentials could not be loaded: {exc}") from exc
@@ -486,7 +486,7 @@ class KubeClient:
                 logger,
                 "k8s.call",
                 logging.WARNING,
-                method="GET",
+                method=label,
                 path=path,
                 status=0,
                 ms=round((time.perf_counter() - started) * 1000, 1),
@@ -499,20 +499,13 @@ class KubeClient:
         log(
             logger,
             "k8s.call",
-            method="GET",
+            method=label,
             path=path,
             status=response.status,
             ms=round((time.perf_counter() - started) * 1000, 1),
             stream=True,
         )
-        if response.status != 200:
-            try:
-                raw = await response.read()
-            finally:
-                response.release()
-            raise _kube_error(response.status, _json(raw), raw)
-        self.streams_open += 1
-        return TextStream(response, max_line, on_close=self._stream_closed)
+        return response
 
     def _stream_closed(self) -> None:
         self.streams_open -= 1

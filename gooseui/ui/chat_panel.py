@@ -207,19 +207,27 @@ class ChatPanel:
     def _follow(self) -> None:
         """After new content: to the bottom if following, else offer the way there."""
         if self.following:
-            self.scroll.scroll_to(percent=1.0)
+            self._to_end()
         else:
             self.jump.set_visibility(True)
 
-    async def _settle(self) -> None:
-        await asyncio.sleep(0.2)
-        if self.following and not self.scroll.is_deleted:
-            self.scroll.scroll_to(percent=1.0)
+    def _to_end(self) -> None:
+        """Scroll to the bottom once the browser has laid out what came with this update.
+
+        A scroll run as the content arrives goes to the bottom the content had before it
+        (the page applies content on its next tick), and a percentage is of the size
+        Quasar last measured, which trails the content: so, on the next frame, a position
+        past any end, which the browser clamps to the real one."""
+        if not self.scroll.is_deleted:
+            self.scroll.client.run_javascript(
+                f"requestAnimationFrame(() => runMethod({self.scroll.id}, "
+                "'setScrollPosition', ['vertical', Number.MAX_SAFE_INTEGER, 0]))"
+            )
 
     def _jump(self) -> None:
         self.following = True
         self.jump.set_visibility(False)
-        self.scroll.scroll_to(percent=1.0)
+        self._to_end()
 
     # sending ------------------------------------------------------------------------
 
@@ -327,10 +335,6 @@ class ChatPanel:
             self._progress = None
             if self.on_reply_end is not None:
                 background_tasks.create(self.on_reply_end(), name="after a reply")
-            if self.following:
-                # once more after the browser has laid the last render out: a scroll sent
-                # with the content goes to the bottom the content had before it
-                background_tasks.create(self._settle(), name="scroll to the reply's end")
             self.stop_button.set_visibility(False)
             self.send_button.set_enabled(True)
             self._controls()

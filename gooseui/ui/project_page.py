@@ -31,7 +31,7 @@ from gooseui.ui.projects import (
     rename_dialog,
     run_action,
 )
-from gooseui.ui.users import remember, unknown_user
+from gooseui.ui.users import page_user
 
 TABS = ("chat", "logs", "events")
 TIMELINE_STEPS = 100
@@ -401,12 +401,9 @@ def page(user_id: str, project_id: str, tab: str = "chat") -> None:
     """Render the frame at once; the project, its timeline and live events load after."""
     rt = runtime()
     service = rt.service
-    try:
-        user = service.get_user(user_id)
-    except NotFound:
-        unknown_user(user_id)
+    user = page_user(user_id)
+    if user is None:
         return
-    remember(user_id)
     client = context.client
     with frame(user.name, crumbs=[(user.name, f"/ui/users/{user_id}"), (project_id, None)]):
         body = ui.column().classes("w-full gap-4")

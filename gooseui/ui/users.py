@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from fastapi.responses import RedirectResponse
 from nicegui import app, background_tasks, context, ui
 
+from gooseui.config import User
 from gooseui.errors import NotFound
 from gooseui.ui.layout import frame, runtime
 from gooseui.ui.projects import ProjectList
@@ -39,17 +40,26 @@ def unknown_user(user_id: str) -> None:
             ui.link(user.name, f"/ui/users/{user.id}")
 
 
+def page_user(user_id: str) -> User | None:
+    """The user a page is about, remembered for `/`; None once the page has said there is
+    no such user."""
+    try:
+        user = runtime().service.get_user(user_id)
+    except NotFound:
+        unknown_user(user_id)
+        return None
+    remember(user_id)
+    return user
+
+
 def page(user_id: str, q: str = "", status: str = "all", sort: str = "created") -> None:
     """A user's projects; the view (search, filter, sort) is in the address, so it can be
     linked. Renders at once; the projects and live events load in the background."""
     rt = runtime()
     service = rt.service
-    try:
-        user = service.get_user(user_id)
-    except NotFound:
-        unknown_user(user_id)
+    user = page_user(user_id)
+    if user is None:
         return
-    remember(user_id)
     ui.page_title(f"{user.name} — gooseui")
     users = service.list_users()
     client = context.client
